@@ -1,0 +1,50 @@
+"""The ``p3d`` command line: parses arguments and calls the library; nothing else lives here.
+
+Each sub-command is a small module in ``p3d.commands`` with ``add_arguments(parser)`` and ``run(args) -> int``;
+they are imported only when used so ``p3d --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "summary": ("p3d.commands.summary", "parameters, size, FLOPs and layer count of a model"),
+    "list-models": ("p3d.commands.list_models", "list the model registry"),
+}
+
+
+def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="p3d", description="Pseudo-3D Residual Networks for video.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if argv_command == name:  # only import the module of the command actually run
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
+        print(f"p3d {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

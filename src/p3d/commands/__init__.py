@@ -1,0 +1,1 @@
+"""Thin argument wiring for each ``p3d`` sub-command (see ``p3d.cli.COMMANDS``)."""
