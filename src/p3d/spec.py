@@ -91,3 +91,15 @@ def caffe_flow(clip_len: int = 16, size: int | tuple[int, int] = 160) -> InputSp
     return InputSpec(
         clip_len=clip_len, size=s, channels=2, channel_order="XY", scale=1.0, mean=FLOW_MEAN, std=(1.0, 1.0)
     )
+
+
+def flow_unit(channels: int = 2, clip_len: int = 16, size: int | tuple[int, int] = 160) -> InputSpec:
+    """Optical flow stored as 0..255 images (128 = no motion), mapped to [-1, 1]: for flow models trained here."""
+    if channels != 2:
+        raise ValueError(
+            f"a non-RGB model needs 2 channels (optical flow x, y) or an explicit InputSpec, got {channels}"
+        )
+    s = (size, size) if isinstance(size, int) else tuple(size)
+    return InputSpec(
+        clip_len=clip_len, size=s, channels=2, channel_order="XY", mean=(0.5, 0.5), std=(0.5, 0.5)
+    )

@@ -1,0 +1,232 @@
+"""The P3D building blocks (paper Sec. 3.1, Fig. 3), with the semantics of the authors' deploy files.
+
+Ground truth is ``shared/reference/official-p3d/deploy_p3d_resnet_*.prototxt``; for a residual unit ``res2b``:
+
+* ``res2b_branch2a`` (1×1×1 reduce) → ``bn2b_branch2a`` → ReLU
+* S = ``res2b_branch2b`` (1×3×3) → ``bn2b_branch2b`` → ReLU (always: the ReLU runs in place on the S blob, so
+  every consumer of S sees it rectified)
+* T = ``res2b_branch2b_t`` (3×1×1) → ``bn2b_branch2b_t``; a ReLU follows T only in P3D-A
+  (``res2a_branch2b_t_relu``); B and C add T *before* rectifying, in ``res2b_branch2b_st`` (Eltwise SUM,
+  coefficients 1, 1 for B and 0.5, 0.5 for C) followed by ``res2b_branch2b_st_relu``
+* ``res2b_branch2c`` (1×1×1 expand) → ``bn2b_branch2c``; ``res2b`` = shortcut + that; ``res2b_relu``.
+
+Tensors are ``(N, C, T, H, W)``.  Activations are kept in ``torch.channels_last_3d`` memory and every conv is
+computed as a 2D convolution on a free view of it: S and the 1×1×1 convs on frames ``(N·T, C, H, W)``, T on
+``(N, C, T, H·W)``.  On CPU this is what oneDNN runs fastest (see BENCHMARKS.md); the parameters keep their 5D
+Caffe/Conv3d shapes so state dicts read like any 3D network.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "SpatialConv",
+    "TemporalConv",
+    "PointwiseConv",
+    "Bottleneck",
+    "P3DA",
+    "P3DB",
+    "P3DC",
+    "Bottleneck2D",
+    "BLOCKS",
+    "frames",
+    "unframes",
+    "temporal_max_pool",
+]
+
+
+def frames(x: Tensor) -> Tensor:
+    """``(N, C, T, H, W)`` → ``(N·T, C, H, W)``; a view when ``x`` is channels_last_3d."""
+    n, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(n * t, c, h, w)
+
+
+def unframes(y: Tensor, n: int) -> Tensor:
+    """``(N·T, C, H, W)`` → ``(N, C, T, H, W)``; the inverse of :func:`frames`."""
+    nt, c, h, w = y.shape
+    return y.reshape(n, nt // n, c, h, w).transpose(1, 2)
+
+
+def temporal_max_pool(x: Tensor) -> Tensor:
+    """Max-pool time by 2 (kernel 2, stride 2) as the ``Pooling3D`` layers ``3a_pool``/``4a_pool``/``res5a_pool``.
+
+    Caffe pools with ceil rounding, so a single remaining frame passes through unchanged (that is what makes
+    8-frame clips valid).  ``T`` must otherwise be even; the trunk checks clip lengths at its input.
+    Computed as an element-wise maximum of the even and odd frames in the channels-last layout, which is far
+    cheaper than a generic 3D pooling kernel.
+    """
+    n, c, t, h, w = x.shape
+    if t == 1:
+        return x
+    y = x.permute(0, 2, 3, 4, 1)  # (N, T, H, W, C), contiguous when x is channels_last_3d
+    y = y.reshape(n, t // 2, 2, h, w, c).amax(dim=2)
+    return y.permute(0, 4, 1, 2, 3)
+
+
+class PointwiseConv(nn.Conv3d):
+    """1×1×1 convolution (``*_branch2a``, ``*_branch2c``, ``*_branch1``), optionally strided in space."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        s = self.stride[1]
+        return unframes(F.conv2d(frames(x), self.weight.flatten(2).unsqueeze(-1), None, s), n)
+
+
+class SpatialConv(nn.Conv3d):
+    """S: the 1×3×3 convolution of P3D (``*_branch2b``: kernel 1×3×3, pad 0×1×1, no bias).
+
+    ``kernel_size=7`` gives the stem (``conv1``: 1×7×7, stride 1×2×2, pad 0×3×3).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> None:
+        p = kernel_size // 2
+        super().__init__(
+            in_channels,
+            out_channels,
+            (1, kernel_size, kernel_size),
+            (1, stride, stride),
+            (0, p, p),
+            bias=False,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
+        w = self.weight.squeeze(2)
+        return unframes(F.conv2d(frames(x), w, None, self.stride[1:], self.padding[1:]), n)
+
+
+class TemporalConv(nn.Conv3d):
+    """T: the 3×1×1 convolution of P3D (``*_branch2b_t``: kernel 3×1×1, pad 1×0×0, no bias).
+
+    ``stride`` subsamples space; only the ``"pytorch"`` style needs it, in a strided P3D-B unit where T reads
+    the unstrided input in parallel with a strided S.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(in_channels, out_channels, (3, 1, 1), (1, stride, stride), (1, 0, 0), bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.stride[1]
+        if s > 1:
+            x = x[:, :, :, ::s, ::s]
+        n, c, t, h, w = x.shape
+        y = F.conv2d(x.reshape(n, c, t, h * w), self.weight.squeeze(-1), None, 1, (1, 0))
+        return y.reshape(n, -1, t, h, w)
+
+
+class Bottleneck(nn.Module):
+    """A ResNet bottleneck: 1×1×1 reduce, the block's middle (:meth:`residual`), 1×1×1 expand, shortcut.
+
+    Parameter names follow torchvision's ``Bottleneck`` (``conv1``/``bn1``, ``conv2``/``bn2``, ``conv3``/``bn3``,
+    ``downsample``) so 2D ImageNet weights map one-to-one; P3D adds ``conv_t``/``bn_t``.
+
+    ``style="caffe"`` puts the spatial stride on ``conv1`` (``res3a_branch2a`` has stride 1×2×2), ``"pytorch"``
+    on the 3×3 (S), as torchvision/timm ResNets.
+    """
+
+    expansion: ClassVar[int] = 4
+    kind: ClassVar[str] = ""
+    temporal: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        style: str = "caffe",
+    ) -> None:
+        super().__init__()
+        if style not in ("caffe", "pytorch"):
+            raise ValueError(f"style must be 'caffe' or 'pytorch', got {style!r}")
+        s1, s2 = (stride, 1) if style == "caffe" else (1, stride)
+        self.conv1 = PointwiseConv(inplanes, planes, s1)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = SpatialConv(planes, planes, s2)
+        self.bn2 = nn.BatchNorm3d(planes)
+        if self.temporal:
+            # In B, T reads the block input in parallel with S, so it must follow S's stride.
+            self.conv_t = TemporalConv(planes, planes, s2 if self.kind == "B" else 1)
+            self.bn_t = nn.BatchNorm3d(planes)
+        self.conv3 = PointwiseConv(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def spatial(self, x: Tensor) -> Tensor:
+        """relu(bn2(S(x))): the S path, rectified in every block type (``*_branch2b_relu``)."""
+        return self.relu(self.bn2(self.conv2(x)))
+
+    def temporal_conv(self, x: Tensor) -> Tensor:
+        """bn_t(T(x)), not rectified: A adds its ReLU, B and C rectify after the sum."""
+        return self.bn_t(self.conv_t(x))
+
+    def residual(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn3(self.conv3(self.residual(out)))
+        return self.relu(out.add_(identity))
+
+
+class P3DA(Bottleneck):
+    """P3D-A, cascaded: x + T(S(x)) (paper Eq. 3).
+
+    ``res2a_branch2b`` → ReLU → ``res2a_branch2b_t`` → ``bn2a_branch2b_t`` → ``res2a_branch2b_t_relu``.
+    """
+
+    kind = "A"
+
+    def residual(self, x: Tensor) -> Tensor:
+        return self.relu(self.temporal_conv(self.spatial(x)))
+
+
+class P3DB(Bottleneck):
+    """P3D-B, parallel: x + S(x) + T(x) (paper Eq. 4).
+
+    S and T both read ``bn2b_branch2a``; ``res2b_branch2b_st`` = relu(S) + T (coefficients 1, 1), then ReLU.
+    """
+
+    kind = "B"
+
+    def residual(self, x: Tensor) -> Tensor:
+        s = self.spatial(x)
+        return self.relu(s + self.temporal_conv(x))
+
+
+class P3DC(Bottleneck):
+    """P3D-C, cascaded with a direct path: x + S(x) + T(S(x)) (paper Eq. 5).
+
+    T reads the rectified S; ``res2c_branch2b_st`` averages the two paths (Eltwise coefficients 0.5, 0.5), then
+    ReLU.  The port sums them instead, which doubles the scale the following layers see.
+    """
+
+    kind = "C"
+
+    def residual(self, x: Tensor) -> Tensor:
+        s = self.spatial(x)
+        t = self.temporal_conv(s)
+        return self.relu((s + t).mul_(0.5))
+
+
+class Bottleneck2D(Bottleneck):
+    """A plain 2D ResNet bottleneck applied to every frame: res5 of P3D (``res5a_branch2b`` is 3×3, after the
+    ``res5a_reshape`` to 4D), and every unit of the frame-level 2D baselines."""
+
+    kind = "S"
+    temporal = False
+
+    def residual(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
+
+
+BLOCKS: dict[str, type[Bottleneck]] = {"A": P3DA, "B": P3DB, "C": P3DC, "S": Bottleneck2D}
