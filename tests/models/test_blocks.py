@@ -1,0 +1,88 @@
+"""Each P3D block against the deploy prototxts, computed independently with NCDHW conv3d (reference.py)."""
+
+import pytest
+import torch
+
+from p3d.models import P3DA, P3DB, P3DC, Bottleneck2D, SpatialConv, TemporalConv
+from p3d.models.blocks import PointwiseConv, temporal_max_pool
+from tests.models.reference import p3d_unit, randomize
+
+KINDS = {"A": P3DA, "B": P3DB, "C": P3DC, "S": Bottleneck2D}
+
+
+def _unit(kind, inplanes, planes, stride, style):
+    down = None
+    if stride != 1 or inplanes != planes * 4:
+        down = torch.nn.Sequential(PointwiseConv(inplanes, planes * 4, stride), torch.nn.BatchNorm3d(planes * 4))
+    m = KINDS[kind](inplanes, planes, stride, down, style)
+    randomize(m, seed=hash((kind, stride, style)) % 1000)
+    return m.eval()
+
+
+@pytest.mark.parametrize("style", ["caffe", "pytorch"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kind", ["A", "B", "C", "S"])
+def test_unit_matches_prototxt(kind, stride, style):
+    m = _unit(kind, 16, 8, stride, style)
+    x = torch.randn(2, 16, 4, 9, 10)  # odd spatial sizes exercise the strided paths
+    with torch.no_grad():
+        got = m(x)
+        want = p3d_unit(x, m.state_dict(), "", kind, stride, style)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_block_types_really_differ():
+    """Same weights, different wiring: A, B and C must compute different functions (a swapped block would pass
+    a test that only checks shapes)."""
+    x = torch.randn(1, 16, 4, 8, 8)
+    outs = {}
+    ref = _unit("A", 16, 4, 1, "caffe")
+    for kind in "ABC":
+        m = KINDS[kind](16, 4, 1, None, "caffe").eval()
+        m.load_state_dict(ref.state_dict())
+        with torch.no_grad():
+            outs[kind] = m(x)
+    assert not torch.allclose(outs["A"], outs["B"], atol=1e-4)
+    assert not torch.allclose(outs["B"], outs["C"], atol=1e-4)
+    assert not torch.allclose(outs["A"], outs["C"], atol=1e-4)
+
+
+def test_c_averages_its_paths_not_sums():
+    """P3D-C's res2c_branch2b_st has Eltwise coefficients 0.5, 0.5 (the port sums them)."""
+    m = _unit("C", 8, 8, 1, "caffe")
+    x = torch.randn(1, 8, 4, 6, 6)
+    with torch.no_grad():
+        s = m.spatial(x)
+        t = m.temporal_conv(s)
+        torch.testing.assert_close(m.residual(x), torch.relu(0.5 * s + 0.5 * t))
+        assert not torch.allclose(m.residual(x), torch.relu(s + t))
+
+
+@pytest.mark.parametrize("kind", ["A", "B", "C", "S"])
+def test_backward_through_every_block(kind):
+    """In-place ops must not break autograd (a ReLU output saved for backward must not be modified)."""
+    m = _unit(kind, 16, 4, 2, "caffe").train()
+    x = torch.randn(2, 16, 4, 8, 8, requires_grad=True)
+    m(x).square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_spatial_and_temporal_conv_shapes_and_values():
+    s = SpatialConv(3, 5, stride=2)
+    t = TemporalConv(3, 5)
+    assert tuple(s.weight.shape) == (5, 3, 1, 3, 3) and tuple(t.weight.shape) == (5, 3, 3, 1, 1)
+    x = torch.randn(2, 3, 4, 9, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(s(x), torch.nn.functional.conv3d(x, s.weight, None, (1, 2, 2), (0, 1, 1)))
+        torch.testing.assert_close(t(x), torch.nn.functional.conv3d(x, t.weight, None, 1, (1, 0, 0)))
+        xc = x.contiguous(memory_format=torch.channels_last_3d)  # the layout the trunk runs in
+        torch.testing.assert_close(t(xc), torch.nn.functional.conv3d(x, t.weight, None, 1, (1, 0, 0)))
+
+
+@pytest.mark.parametrize("t", [1, 2, 4, 8])
+def test_temporal_max_pool_is_caffe_pooling3d(t):
+    x = torch.randn(2, 3, t, 5, 6).contiguous(memory_format=torch.channels_last_3d)
+    want = torch.nn.functional.max_pool3d(x, (2, 1, 1), (2, 1, 1), ceil_mode=True) if t > 1 else x
+    torch.testing.assert_close(temporal_max_pool(x), want)
