@@ -236,8 +236,7 @@ class P3DResNet(nn.Module):
     def _trunk(self, x: Tensor, wanted: set[str] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Run conv1..res5; returns res5's output and the requested intermediate outputs."""
         self.check_input(x)
-        if x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)  # NDHWC: see blocks.py
         out: dict[str, Tensor] = {}
         x = self._stem(x)
         if wanted and "pool1" in wanted:
