@@ -1,0 +1,659 @@
+"""Dataset lists (UCF101, Kinetics, ActivityNet, Sports-1M, folder, manifest) and torch Datasets of clips.
+
+Every parser returns a :class:`SampleList`: ``samples`` (each a :class:`Sample` with the video path, label
+indices, optional segment start/end in seconds and a video id) and ``classes`` (index -> name).
+
+* ``ucf101``: ``classInd.txt`` ("1 ApplyEyeMakeup"), ``trainlist0N.txt`` ("Class/v_x.avi 1", 1-based label),
+  ``testlist0N.txt`` ("Class/v_x.avi", class from the folder name); CRLF endings are fine.
+* ``kinetics``: CSV ``label,youtube_id,time_start,time_end,split``; files found by YouTube id anywhere under
+  ``root`` (``<id>.mp4`` full videos get the segment, ``<id>_000010_000020.mp4`` trimmed clips do not).
+* ``activitynet``: v1.3 JSON ``database -> id -> {subset, annotations: [{segment, label}]}``; one sample per
+  video (multi-label) or, ``trimmed=True``, one per annotated segment; files ``v_<id>.*`` or ``<id>.*``.
+* ``sports1m``: lines ``<url or path> <l1,l2,..>`` with 0-based labels; optional class-name file.
+* ``folder``: ``root/<class>/<video>``; ``manifest``: CSV/TSV lines ``path,labels[,start,end]``, labels
+  separated by ``;`` or ``|`` (names or 0-based ints), ``#`` comments, optional header.
+
+Torch datasets:
+
+* :class:`ClipDataset` (training): item ``i`` -> ``(clip (C, T, H, W) float32, label)``; ``label`` is an
+  int, or a ``(num_classes,)`` float multi-hot vector for multi-label lists.  A file that fails is logged
+  and skipped (another sample is drawn); ``num_skipped`` counts failures across DataLoader workers.
+* :class:`VideoClipsDataset` (testing/extraction): ``flat=False`` -> item per video, ``clips`` is
+  ``(N, C, T, H, W)``; ``flat=True`` -> item per (video, clip), ``clips`` is ``(C, T, H, W)``, so clips of
+  many videos batch together.  Items are dicts with ``clips, label, video_index, clip_index, video_id,
+  valid`` (``valid=False``: unreadable video, zero clips, logged and counted).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from p3d.data.sampling import (
+    SHORT_POLICIES,
+    clip_span,
+    offset_to_segment,
+    sample_test_clips,
+    sample_train_clip,
+)
+from p3d.data.transforms import ClipTransform
+from p3d.data.video import VIDEO_EXTENSIONS, VideoReader, list_videos
+from p3d.errors import VideoReadError
+from p3d.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+DATASET_KINDS = ("ucf101", "kinetics", "activitynet", "sports1m", "folder", "manifest")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled video (or segment of one): ``start``/``end`` in seconds from its first frame."""
+
+    path: str
+    labels: tuple[int, ...]
+    video_id: str
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def label(self) -> int:
+        """The first label (-1 when unlabelled, e.g. a test split without annotations)."""
+        return self.labels[0] if self.labels else -1
+
+
+@dataclass
+class SampleList:
+    """Samples plus class names; ``missing`` lists annotated videos whose file was not found."""
+
+    samples: list[Sample]
+    classes: list[str]
+    multilabel: bool = False
+    missing: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = {c: 0 for c in self.classes}
+        for s in self.samples:
+            for label in s.labels:
+                counts[self.classes[label]] += 1
+        return counts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsers
+# ---------------------------------------------------------------------------------------------------------
+def _lines(path: str | os.PathLike[str]) -> list[str]:
+    """Non-empty stripped lines; CRLF/CR endings and a UTF-8 BOM are fine."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: annotation file not found")
+    text = p.read_bytes().decode("utf-8-sig", errors="replace")
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    """``root/rel``; if absent, the same stem with another video extension (e.g. after ``p3d prepare``)."""
+    p = root / rel
+    if p.exists():
+        return p
+    for ext in (".mp4", *VIDEO_EXTENSIONS):
+        q = p.with_suffix(ext)
+        if q.exists():
+            return q
+    return p
+
+
+def _find_split_dir(root: Path, split_dir: str | os.PathLike[str] | None) -> Path:
+    if split_dir is not None:
+        d = Path(split_dir)
+        if not (d / "classInd.txt").is_file():
+            raise FileNotFoundError(f"{d}: no classInd.txt in the UCF101 split directory")
+        return d
+    for d in (root / "ucfTrainTestlist", root, root.parent / "ucfTrainTestlist", root / "splits"):
+        if (d / "classInd.txt").is_file():
+            return d
+    raise FileNotFoundError(f"{root}: cannot find classInd.txt (looked in ucfTrainTestlist/, ./, ../ucfTrainTestlist/)")
+
+
+def _find_video_root(root: Path) -> Path:
+    for d in (root / "UCF-101", root / "UCF101", root / "videos", root):
+        if d.is_dir():
+            return d
+    return root
+
+
+def parse_ucf101(
+    root: str | os.PathLike[str],
+    split: int = 1,
+    subset: str = "train",
+    split_dir: str | os.PathLike[str] | None = None,
+) -> SampleList:
+    """UCF101 official split ``split`` (1..3), ``subset`` "train" or "test".
+
+    ``root`` holds the videos (``root/UCF-101/<Class>/...`` or ``root/<Class>/...``) and, unless
+    ``split_dir`` is given, the split files in ``root/ucfTrainTestlist``.  The label of a test entry comes
+    from its folder name; for train entries it must agree with the 1-based label in the file.
+    """
+    if subset not in ("train", "test"):
+        raise ValueError(f"UCF101 subset must be 'train' or 'test', got {subset!r}")
+    root = Path(root)
+    sdir = _find_split_dir(root, split_dir)
+    classes: list[str] = []
+    for n, line in enumerate(_lines(sdir / "classInd.txt"), 1):
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(classes) + 1:
+            raise ValueError(f"{sdir / 'classInd.txt'}:{n}: expected '<index> <ClassName>' in order, got {line!r}")
+        classes.append(parts[1])
+    by_name = {c.lower(): i for i, c in enumerate(classes)}
+    vroot = _find_video_root(root)
+    list_file = sdir / f"{subset}list{split:02d}.txt"
+    samples: list[Sample] = []
+    missing: list[str] = []
+    for n, line in enumerate(_lines(list_file), 1):
+        parts = line.split()
+        rel = parts[0].replace("\\", "/")
+        folder = rel.split("/")[0]
+        if folder.lower() not in by_name:
+            raise ValueError(f"{list_file}:{n}: class folder {folder!r} not in classInd.txt")
+        label = by_name[folder.lower()]
+        if len(parts) > 1:
+            if int(parts[1]) - 1 != label:
+                raise ValueError(
+                    f"{list_file}:{n}: label {parts[1]} disagrees with folder {folder!r} (classInd gives {label + 1})"
+                )
+        path = _resolve(vroot, rel)
+        if not path.exists():
+            missing.append(str(path))
+            continue
+        samples.append(Sample(str(path), (label,), Path(rel).stem))
+    return SampleList(samples, classes, missing=missing)
+
+
+_YTID_TRIMMED = re.compile(r"^(?P<id>[A-Za-z0-9_-]{11})_(?P<start>\d{6})_(?P<end>\d{6})$")
+
+
+def _index_files(root: Path, strip_prefix: str = "") -> dict[str, tuple[Path, bool]]:
+    """Map video id -> (path, already trimmed) for every video file under ``root``."""
+    out: dict[str, tuple[Path, bool]] = {}
+    for p in list_videos(root):
+        stem = p.stem
+        m = _YTID_TRIMMED.match(stem)
+        if m:
+            out.setdefault(m["id"], (p, True))
+            continue
+        if strip_prefix and stem.startswith(strip_prefix):
+            stem = stem[len(strip_prefix) :]
+        out.setdefault(stem, (p, False))
+    return out
+
+
+def parse_kinetics(
+    csv_path: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> SampleList:
+    """Kinetics CSV (``label,youtube_id,time_start,time_end,split[,is_cc]``) rows of ``split`` (all if None).
+
+    Class indices follow ``classes`` if given, else the sorted label names of the whole CSV (so train and
+    val lists agree).  Rows without a local file are listed in ``missing``.
+    """
+    rows = list(csv.DictReader(io.StringIO("\n".join(_lines(csv_path)))))
+    need = {"label", "youtube_id", "time_start", "time_end"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(
+            f"{csv_path}: expected CSV columns {sorted(need)} (+ split), got {list(rows[0]) if rows else []}"
+        )
+    names = list(classes) if classes is not None else sorted({r["label"] for r in rows if r.get("label")})
+    by_name = {c: i for i, c in enumerate(names)}
+    files = _index_files(Path(root))
+    samples: list[Sample] = []
+    missing: list[str] = []
+    for r in rows:
+        if split is not None and r.get("split", split) != split:
+            continue
+        yid = r["youtube_id"]
+        label = r.get("label") or ""
+        if label and label not in by_name:
+            raise ValueError(f"{csv_path}: label {label!r} of {yid} not among the {len(names)} classes")
+        found = files.get(yid)
+        if found is None:
+            missing.append(yid)
+            continue
+        path, trimmed = found
+        start, end = (None, None) if trimmed else (float(r["time_start"]), float(r["time_end"]))
+        labels = (by_name[label],) if label else ()
+        samples.append(Sample(str(path), labels, f"{yid}_{int(float(r['time_start'])):06d}", start, end))
+    return SampleList(samples, names, missing=missing)
+
+
+def parse_activitynet(
+    json_path: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    subset: str = "training",
+    trimmed: bool = False,
+) -> SampleList:
+    """ActivityNet v1.3 JSON, videos of ``subset`` ("training", "validation", "testing").
+
+    ``trimmed=False``: one sample per video, labels = its annotated classes (multi-label);
+    ``trimmed=True``: one sample per annotated segment with its start/end.  Classes: sorted label names.
+    """
+    p = Path(json_path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: annotation file not found")
+    try:
+        db = json.loads(p.read_text(encoding="utf-8"))["database"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{p}: not an ActivityNet JSON with a 'database' object ({e})") from None
+    names = sorted({a["label"] for v in db.values() for a in v.get("annotations", [])})
+    by_name = {c: i for i, c in enumerate(names)}
+    files = _index_files(Path(root), strip_prefix="v_")
+    samples: list[Sample] = []
+    missing: list[str] = []
+    for vid, v in sorted(db.items()):
+        if v.get("subset") != subset:
+            continue
+        found = files.get(vid)
+        if found is None:
+            missing.append(vid)
+            continue
+        path = str(found[0])
+        anns = v.get("annotations", [])
+        if trimmed:
+            for k, a in enumerate(anns):
+                s, e = (float(x) for x in a["segment"])
+                samples.append(Sample(path, (by_name[a["label"]],), f"{vid}#{k}", s, e))
+        else:
+            labels = tuple(sorted({by_name[a["label"]] for a in anns}))
+            samples.append(Sample(path, labels, vid))
+    multilabel = not trimmed and any(len(s.labels) > 1 for s in samples)
+    return SampleList(samples, names, multilabel=multilabel, missing=missing)
+
+
+def parse_sports1m(
+    list_path: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    class_names: str | os.PathLike[str] | None = None,
+) -> SampleList:
+    """Sports-1M partition lines ``<youtube url | id | relative path> <l1,l2,...>`` (0-based labels).
+
+    Files are found by YouTube id under ``root`` (or as the given relative path).  Class names come from
+    ``class_names`` (one per line) or are the label numbers.
+    """
+    rootp = Path(root)
+    files = _index_files(rootp)
+    entries: list[tuple[str, tuple[int, ...]]] = []
+    for n, line in enumerate(_lines(list_path), 1):
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{list_path}:{n}: expected '<url or path> <labels>', got {line!r}")
+        try:
+            labels = tuple(int(x) for x in parts[1].split(",") if x)
+        except ValueError:
+            raise ValueError(f"{list_path}:{n}: labels must be comma-separated integers, got {parts[1]!r}") from None
+        entries.append((parts[0], labels))
+    if class_names is not None:
+        names = _lines(class_names)
+    else:
+        names = [str(i) for i in range(max((max(e[1]) for e in entries if e[1]), default=-1) + 1)]
+    samples: list[Sample] = []
+    missing: list[str] = []
+    for ref, labels in entries:
+        if any(lab >= len(names) or lab < 0 for lab in labels):
+            raise ValueError(f"{list_path}: label out of range [0, {len(names)}) in {ref} {labels}")
+        m = re.search(r"[?&]v=([A-Za-z0-9_-]{11})", ref)
+        vid = m.group(1) if m else Path(ref).stem
+        found = files.get(vid)
+        path = found[0] if found else _resolve(rootp, ref) if not m else None
+        if path is None or not Path(path).exists():
+            missing.append(ref)
+            continue
+        samples.append(Sample(str(path), labels, vid))
+    multilabel = any(len(s.labels) > 1 for s in samples)
+    return SampleList(samples, names, multilabel=multilabel, missing=missing)
+
+
+def parse_folder(root: str | os.PathLike[str]) -> SampleList:
+    """``root/<class>/**/<video>``: one class per sub-folder (sorted names -> indices 0..)."""
+    rootp = Path(root)
+    if not rootp.is_dir():
+        raise FileNotFoundError(f"{rootp}: dataset folder not found")
+    classes = sorted(d.name for d in rootp.iterdir() if d.is_dir() and not d.name.startswith("."))
+    samples = [Sample(str(p), (i,), p.stem) for i, c in enumerate(classes) for p in list_videos(rootp / c)]
+    if not samples:
+        raise ValueError(f"{rootp}: no videos found in class sub-folders")
+    return SampleList(samples, classes)
+
+
+def parse_manifest(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    classes: Sequence[str] | None = None,
+) -> SampleList:
+    """A simple list: ``path<sep>labels[<sep>start<sep>end[<sep>video_id]]`` with ``sep`` tab or comma.
+
+    Labels are class names or 0-based ints, several separated by ``;`` or ``|``.  Relative paths are taken
+    from ``root`` (default: the manifest's folder).  A header line starting with ``path`` is skipped.
+    Class names: ``classes``, else a ``classes.txt`` next to the manifest, else sorted names / numbers.
+    """
+    mpath = Path(path)
+    base = Path(root) if root is not None else mpath.parent
+    rows: list[tuple[str, list[str], float | None, float | None, str | None]] = []
+    for n, line in enumerate(_lines(mpath), 1):
+        if line.startswith("#"):
+            continue
+        parts = next(csv.reader([line], delimiter="\t" if "\t" in line else ","))
+        parts = [p.strip() for p in parts]
+        if n == 1 and parts[0].lower() == "path":
+            continue
+        if len(parts) < 2:
+            raise ValueError(f"{mpath}:{n}: expected 'path,labels[,start,end]', got {line!r}")
+        try:
+            start = float(parts[2]) if len(parts) > 2 and parts[2] else None
+            end = float(parts[3]) if len(parts) > 3 and parts[3] else None
+        except ValueError:
+            raise ValueError(f"{mpath}:{n}: start/end must be seconds, got {parts[2:4]}") from None
+        labels = [x.strip() for x in re.split(r"[;|]", parts[1]) if x.strip()]
+        rows.append((parts[0], labels, start, end, parts[4] if len(parts) > 4 and parts[4] else None))
+    if classes is None and (mpath.parent / "classes.txt").is_file():
+        classes = _lines(mpath.parent / "classes.txt")
+    all_labels = {lab for r in rows for lab in r[1]}
+    numeric = all(lab.lstrip("-").isdigit() for lab in all_labels)
+    if classes is not None:
+        names = list(classes)
+    elif numeric:
+        names = [str(i) for i in range(max((int(x) for x in all_labels), default=-1) + 1)]
+    else:
+        names = sorted(all_labels)
+    by_name = {c: i for i, c in enumerate(names)}
+    samples: list[Sample] = []
+    for rel, labels, start, end, vid in rows:
+        idx: list[int] = []
+        for lab in labels:
+            if lab in by_name:
+                idx.append(by_name[lab])
+            elif lab.lstrip("-").isdigit() and 0 <= int(lab) < len(names):
+                idx.append(int(lab))
+            else:
+                raise ValueError(f"{mpath}: label {lab!r} of {rel} is not one of the {len(names)} classes")
+        p = Path(rel) if Path(rel).is_absolute() else base / rel
+        samples.append(Sample(str(p), tuple(idx), vid or Path(rel).stem, start, end))
+    multilabel = any(len(s.labels) > 1 for s in samples)
+    return SampleList(samples, names, multilabel=multilabel)
+
+
+def write_manifest(
+    samples: SampleList | Sequence[Sample], path: str | os.PathLike[str], classes: Sequence[str] | None = None
+) -> None:
+    """Write ``samples`` as a manifest readable by :func:`parse_manifest` (plus ``classes.txt``)."""
+    if isinstance(samples, SampleList):
+        classes = samples.classes if classes is None else classes
+        samples = samples.samples
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "labels", "start", "end", "video_id"])
+        for s in samples:
+            labels = ";".join(classes[i] for i in s.labels) if classes is not None else ";".join(map(str, s.labels))
+            w.writerow([s.path, labels, "" if s.start is None else s.start, "" if s.end is None else s.end, s.video_id])
+    if classes is not None:
+        (p.parent / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+
+
+def build_samples(
+    kind: str,
+    root: str | os.PathLike[str],
+    *,
+    annotations: str | os.PathLike[str] | None = None,
+    split: int | str | None = None,
+    subset: str | None = None,
+    trimmed: bool = False,
+    classes: Sequence[str] | str | os.PathLike[str] | None = None,
+) -> SampleList:
+    """One entry point for every dataset kind (see the module docstring for the formats).
+
+    ``ucf101``: ``root`` = dataset folder, ``split`` 1..3 (default 1), ``subset`` train/test (default train),
+    ``annotations`` = split folder (optional).  ``kinetics``: ``annotations`` = CSV, ``split`` = value of the
+    split column (e.g. "train").  ``activitynet``: ``annotations`` = JSON, ``subset`` training/validation/
+    testing, ``trimmed``.  ``sports1m``: ``annotations`` = partition list, ``classes`` = names file.
+    ``folder``: ``root``.  ``manifest``: ``root`` = manifest file (or ``annotations`` with ``root`` as base).
+    """
+    if kind == "ucf101":
+        return parse_ucf101(root, int(split or 1), subset or "train", split_dir=annotations)
+    if kind == "kinetics":
+        if annotations is None:
+            raise ValueError("kinetics needs annotations=<the CSV file>")
+        names = _lines(classes) if isinstance(classes, (str, os.PathLike)) else classes
+        return parse_kinetics(annotations, root, None if split is None else str(split), classes=names)
+    if kind == "activitynet":
+        if annotations is None:
+            raise ValueError("activitynet needs annotations=<the v1.3 JSON file>")
+        return parse_activitynet(annotations, root, subset or "training", trimmed=trimmed)
+    if kind == "sports1m":
+        if annotations is None:
+            raise ValueError("sports1m needs annotations=<the partition list>")
+        if classes is not None and not isinstance(classes, (str, os.PathLike)):
+            raise ValueError("sports1m takes classes as a file of names")
+        return parse_sports1m(annotations, root, class_names=classes)
+    if kind == "folder":
+        return parse_folder(root)
+    if kind == "manifest":
+        names = _lines(classes) if isinstance(classes, (str, os.PathLike)) else classes
+        if annotations is not None:
+            return parse_manifest(annotations, root, classes=names)
+        return parse_manifest(root, classes=names)
+    raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Torch datasets
+# ---------------------------------------------------------------------------------------------------------
+def _segment_frames(reader: VideoReader, sample: Sample) -> tuple[int, int]:
+    if sample.start is None and sample.end is None:
+        return 0, reader.num_frames
+    return reader.frame_range(sample.start, sample.end)
+
+
+def _as_samples(samples: SampleList | Sequence[Sample]) -> tuple[list[Sample], int, bool]:
+    if isinstance(samples, SampleList):
+        return list(samples.samples), samples.num_classes, samples.multilabel
+    items = list(samples)
+    n = max((max(s.labels) for s in items if s.labels), default=-1) + 1
+    return items, n, any(len(s.labels) > 1 for s in items)
+
+
+class ClipDataset(Dataset):
+    """Training clips: item ``i`` -> ``(clip, label)``, one random clip of sample ``i`` per call.
+
+    ``clip`` is ``(C, T, H, W)`` float32 as ``spec`` expects (``T = spec.clip_len`` frames every
+    ``spec.frame_stride``; random crop + flip).  ``label`` is an int (multi-hot ``(num_classes,)`` float
+    for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
+    :meth:`set_epoch` each epoch.  A failing file is logged, counted and replaced by another random sample
+    (up to ``max_retries`` draws; then ``RuntimeError``).
+    """
+
+    def __init__(
+        self,
+        samples: SampleList | Sequence[Sample],
+        spec: InputSpec,
+        *,
+        seed: int = 0,
+        short_policy: str = "loop",
+        max_retries: int = 50,
+        threads: int = 1,
+    ) -> None:
+        if short_policy not in SHORT_POLICIES:
+            raise ValueError(f"short_policy must be one of {SHORT_POLICIES}, got {short_policy!r}")
+        self.samples, self.num_classes, self.multilabel = _as_samples(samples)
+        if not self.samples:
+            raise ValueError("ClipDataset needs at least one sample")
+        self.spec = spec
+        self.transform = ClipTransform(spec, train=True)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.short_policy = short_policy
+        self.max_retries = max_retries
+        self.threads = threads
+        self._skipped = mp.get_context().Value("i", 0)
+        self.failed_paths: set[str] = set()  # this process's failures (workers keep their own)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def num_skipped(self) -> int:
+        """Failed reads so far, summed over all DataLoader workers."""
+        return int(self._skipped.value)
+
+    def _target(self, s: Sample) -> int | torch.Tensor:
+        if not self.multilabel:
+            return s.label
+        y = torch.zeros(self.num_classes, dtype=torch.float32)
+        y[list(s.labels)] = 1.0
+        return y
+
+    def load_clip(self, s: Sample, rng: np.random.Generator) -> torch.Tensor:
+        """One random clip of ``s``: ``(C, T, H, W)`` float32.  Raises VideoReadError."""
+        with VideoReader(s.path, threads=self.threads) as r:
+            a, b = _segment_frames(r, s)
+            idx = sample_train_clip(b - a, self.spec.clip_len, self.spec.frame_stride, rng, self.short_policy)
+            frames = r.get_frames(offset_to_segment(idx, (a, b)), size=self.transform.decode_size)
+        return self.transform(frames, rng)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int | torch.Tensor]:
+        j = int(i)
+        for attempt in range(self.max_retries + 1):
+            rng = np.random.default_rng([self.seed, self.epoch, int(i), attempt])
+            s = self.samples[j]
+            try:
+                return self.load_clip(s, rng), self._target(s)
+            except (VideoReadError, av.error.FFmpegError) as e:
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                self.failed_paths.add(s.path)
+                reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
+                log.warning("skipping unreadable video %s: %s", s.path, reason)
+                j = int(rng.integers(len(self.samples)))
+        raise RuntimeError(
+            f"{self.max_retries + 1} consecutive unreadable videos starting from item {i}; is the dataset readable?"
+        )
+
+
+class VideoClipsDataset(Dataset):
+    """All ``num_clips`` test clips of each video (paper: 20 uniformly spread, centre crop).
+
+    ``flat=False``: item = one video, ``clips`` ``(num_clips, C, T, H, W)``.  ``flat=True``: item = one
+    clip, index ``video * num_clips + k``, ``clips`` ``(C, T, H, W)``.  Items are dicts ``{clips, label,
+    video_index, clip_index, video_id, valid}``; an unreadable video gives zero clips with ``valid=False``
+    (logged; ``num_failed`` counts them across workers).  Decoding all clips of a video at once
+    (``flat=False``) is cheaper than one clip per item.
+    """
+
+    def __init__(
+        self,
+        samples: SampleList | Sequence[Sample],
+        spec: InputSpec,
+        *,
+        num_clips: int = 20,
+        flat: bool = False,
+        short_policy: str = "loop",
+        threads: int = 1,
+    ) -> None:
+        if num_clips < 1:
+            raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+        self.samples, self.num_classes, self.multilabel = _as_samples(samples)
+        self.spec = spec
+        self.transform = ClipTransform(spec, train=False)
+        self.num_clips = num_clips
+        self.flat = flat
+        self.short_policy = short_policy
+        self.threads = threads
+        self._failed = mp.get_context().Value("i", 0)
+
+    def __len__(self) -> int:
+        return len(self.samples) * (self.num_clips if self.flat else 1)
+
+    @property
+    def num_failed(self) -> int:
+        return int(self._failed.value)
+
+    def clip_indices(self, reader: VideoReader, s: Sample) -> np.ndarray:
+        """``(num_clips, clip_len)`` absolute frame indices of the test clips of ``s``."""
+        a, b = _segment_frames(reader, s)
+        idx = sample_test_clips(b - a, self.num_clips, self.spec.clip_len, self.spec.frame_stride, self.short_policy)
+        return offset_to_segment(idx, (a, b))
+
+    def _label(self, s: Sample) -> int | torch.Tensor:
+        if not self.multilabel:
+            return s.label
+        y = torch.zeros(self.num_classes, dtype=torch.float32)
+        y[list(s.labels)] = 1.0
+        return y
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v, k = divmod(int(i), self.num_clips) if self.flat else (int(i), -1)
+        s = self.samples[v]
+        c, t = self.spec.channels, self.spec.clip_len
+        h, w = self.spec.size
+        try:
+            with VideoReader(s.path, threads=self.threads) as r:
+                idx = self.clip_indices(r, s)
+                wanted = idx[k] if self.flat else idx.reshape(-1)
+                frames = r.get_frames(wanted, size=self.transform.decode_size)
+            if self.flat:
+                clips = self.transform(frames)
+            else:
+                frames = frames.reshape(self.num_clips, t, *frames.shape[1:])
+                clips = torch.stack([self.transform(f) for f in frames])
+            valid = True
+        except (VideoReadError, av.error.FFmpegError) as e:
+            with self._failed.get_lock():
+                self._failed.value += 1
+            reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
+            log.warning("unreadable video %s: %s", s.path, reason)
+            shape = (c, t, h, w) if self.flat else (self.num_clips, c, t, h, w)
+            clips, valid = torch.zeros(shape), False
+        return {
+            "clips": clips,
+            "label": self._label(s),
+            "video_index": v,
+            "clip_index": k,
+            "video_id": s.video_id,
+            "valid": valid,
+        }
+
+
+def train_span(spec: InputSpec) -> int:
+    """Frames one training clip of ``spec`` covers."""
+    return clip_span(spec.clip_len, spec.frame_stride)

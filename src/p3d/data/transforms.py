@@ -1,0 +1,127 @@
+"""From decoded uint8 frames to the normalised float clip a model expects (given its :class:`InputSpec`).
+
+Protocol of the paper (Sec. 4.1), the defaults of ``InputSpec``: every frame resized to 182x242 (H x W);
+training takes a random 160x160 crop and a random horizontal flip; testing takes the centre crop.  Then
+``(reorder(x) * scale - mean) / std``: ImageNet mean/std on 0..1 RGB, or the Caffe per-channel mean
+(104, 117, 123) on 0..255 BGR for the authors' released models; ``"XY"`` (two-channel flow stored as the
+R and G channels of an image) keeps the first two channels.
+
+Resizing is cheapest while decoding (FFmpeg's swscale does it in the RGB conversion), so datasets pass
+``ClipTransform.decode_size`` to :meth:`VideoReader.get_frames`; frames of another size are resized here
+with the same scaler.  Cropping and flipping work on uint8 before the float conversion.
+
+Public API::
+
+    ClipTransform(spec, train)(frames (T, H, W, 3) uint8, rng) -> torch.float32 (C, T, h, w)
+    resize_frames(frames, (H, W)) -> (T, H, W, 3) uint8
+    normalize(frames (T, H, W, 3) uint8, spec) -> torch.float32 (C, T, H, W)
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import torch
+
+from p3d.data.sampling import as_generator
+from p3d.spec import InputSpec
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int], interpolation: str = "BILINEAR") -> np.ndarray:
+    """Resize ``(T, H, W, 3)`` uint8 RGB frames to ``size=(H', W')`` with FFmpeg's swscale."""
+    _check_frames(frames)
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    out = np.empty((frames.shape[0], h, w, 3), dtype=np.uint8)
+    for t, img in enumerate(frames):
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        out[t] = vf.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+    return out
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        shape = getattr(frames, "shape", type(frames).__name__)
+        raise ValueError(f"expected frames as a (T, H, W, 3) uint8 array, got {shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"expected uint8 frames, got dtype {frames.dtype}")
+
+
+def crop(frames: np.ndarray, top: int, left: int, size: tuple[int, int]) -> np.ndarray:
+    """``frames[:, top:top+h, left:left+w]`` with bounds checked."""
+    h, w = size
+    H, W = frames.shape[1:3]
+    if h > H or w > W or top < 0 or left < 0 or top + h > H or left + w > W:
+        raise ValueError(f"crop {h}x{w} at ({top}, {left}) does not fit frames of {H}x{W}")
+    return frames[:, top : top + h, left : left + w]
+
+
+def center_crop(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    H, W = frames.shape[1:3]
+    return crop(frames, (H - size[0]) // 2, (W - size[1]) // 2, size)
+
+
+def random_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """The same random ``size`` window on every frame (a clip is cropped as one volume)."""
+    H, W = frames.shape[1:3]
+    if size[0] > H or size[1] > W:
+        raise ValueError(f"crop {size[0]}x{size[1]} larger than frames of {H}x{W}")
+    top = int(rng.integers(0, H - size[0] + 1))
+    left = int(rng.integers(0, W - size[1] + 1))
+    return crop(frames, top, left, size)
+
+
+def normalize(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 RGB -> ``(C, T, H, W)`` float32 ``(reorder(x) * scale - mean) / std``."""
+    _check_frames(frames)
+    x = torch.from_numpy(np.ascontiguousarray(frames))
+    if spec.channel_order == "BGR":
+        x = x.flip(-1)
+    elif spec.channel_order == "XY":
+        x = x[..., :2]
+    x = x.permute(3, 0, 1, 2).to(torch.float32)  # (C, T, H, W)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1, 1)
+    scale = float(spec.scale)
+    return ((x * scale - mean) * inv_std).contiguous()
+
+
+class ClipTransform:
+    """uint8 RGB frames ``(T, H, W, 3)`` -> normalised clip ``(C, T, h, w)`` float32 for ``spec``.
+
+    ``train=True``: resize to ``spec.resize``, random crop ``spec.size``, random horizontal flip (p=0.5).
+    ``train=False``: resize to ``spec.resize``, centre crop ``spec.size``.  The randomness comes from the
+    ``rng`` passed to each call (a ``numpy.random.Generator`` or an int seed).
+    """
+
+    def __init__(self, spec: InputSpec, train: bool, flip: bool = True) -> None:
+        if spec.size[0] > spec.resize[0] or spec.size[1] > spec.resize[1]:
+            raise ValueError(f"crop size {spec.size} is larger than the resize target {spec.resize}")
+        self.spec = spec
+        self.train = train
+        self.flip = flip and train
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """``(H, W)`` to ask the decoder for, so that no separate resize is needed."""
+        return tuple(self.spec.resize)  # type: ignore[return-value]
+
+    def crop_flip(self, frames: np.ndarray, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """Resize (if needed), crop and flip: ``(T, H, W, 3)`` uint8 -> ``(T, h, w, 3)`` uint8."""
+        _check_frames(frames)
+        frames = resize_frames(frames, self.decode_size)
+        if not self.train:
+            return center_crop(frames, self.spec.size)
+        gen = as_generator(rng)
+        frames = random_crop(frames, self.spec.size, gen)
+        if self.flip and gen.random() < 0.5:
+            frames = frames[:, :, ::-1]
+        return frames
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | int | None = None) -> torch.Tensor:
+        return normalize(self.crop_flip(frames, rng), self.spec)
+
+    def __repr__(self) -> str:
+        mode = "train: random crop + flip" if self.train else "test: centre crop"
+        return f"ClipTransform({self.spec.resize} -> {self.spec.size}, {mode}, {self.spec.channel_order})"
