@@ -1,0 +1,55 @@
+"""``p3d svm FEATURES``: linear-SVM evaluation of video representations (paper, Sec. 5, Tables 4-7)."""
+
+from __future__ import annotations
+
+import argparse
+
+from p3d.commands._evalargs import add_protocol_arguments, protocol_kwargs, write_json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("features", help="feature store directory or merged .safetensors file written by `p3d extract`")
+    p.add_argument("--layer", default=None, help="layer to evaluate (default: pool5 if present, else the first)")
+    add_protocol_arguments(p)
+    p.add_argument("--pca", type=int, default=None, metavar="D", help="reduce features to D dimensions by PCA")
+    p.add_argument("--topk", type=int, nargs="+", default=[1, 5], help="top-k accuracies to report (default 1 5)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from p3d.evaluation.protocol import build_protocol
+    from p3d.evaluation.svm import SVMConfig, evaluate
+    from p3d.features_io import read_features
+
+    fs = read_features(args.features)
+    X = fs.layer(args.layer)
+    layer = args.layer or ("pool5" if "pool5" in fs.video else fs.layers[0])
+    proto = build_protocol(fs, **protocol_kwargs(args))
+    cfg = SVMConfig(C=args.C, normalize=args.normalize, pca=args.pca, seed=args.seed)
+    res = evaluate(X, proto.labels, proto.splits, cfg, topk=args.topk, pool=proto.pool)
+    model = fs.meta.get("model", "?")
+    print(f"{fs.source}: {len(fs)} videos, model {model}, layer {layer} ({X.shape[1]}-d)")
+    print(f"protocol: {proto.description}; C={args.C}, normalize={args.normalize}, pca={args.pca}")
+    if len(res.per_split) <= 10:
+        for name, m in zip(res.split_names, res.per_split, strict=True):
+            print(f"  {name}: " + "  ".join(f"{k} {100 * v:.2f}%" for k, v in m.items()))
+    if res.pooled is not None:
+        print("pooled: " + "  ".join(f"{k} {100 * v:.2f}%" for k, v in res.pooled.items()))
+    else:
+        print("mean:   " + "  ".join(f"{k} {100 * v:.2f}% ± {100 * res.sem[k]:.2f}" for k, v in res.mean.items()))
+    write_json(
+        args.json,
+        {
+            "features": fs.source,
+            "model": model,
+            "layer": layer,
+            "dim": int(X.shape[1]),
+            "protocol": proto.description,
+            "config": {"C": args.C, "normalize": args.normalize, "pca": args.pca, "seed": args.seed},
+            "splits": dict(zip(res.split_names, res.per_split, strict=True)),
+            "mean": res.mean,
+            "sem": res.sem,
+            "pooled": res.pooled,
+        },
+    )
+    return 0

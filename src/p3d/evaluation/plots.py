@@ -1,0 +1,136 @@
+"""Figures of the representation study: t-SNE embedding (paper, Fig. 6) and SVM accuracy vs PCA dimension
+(paper, Fig. 7).  matplotlib with the non-interactive Agg backend; PNG output written atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{out}: plots are written as PNG; give a .png file name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, out)
+    return out
+
+
+def tsne_embedding(
+    X: np.ndarray, seed: int = 0, perplexity: float = 30.0, l2_normalize: bool = True, pca_dims: int | None = 50
+) -> np.ndarray:
+    """2-D t-SNE of video descriptors ``(N, D) -> (N, 2)``.
+
+    Features are L2-normalised, reduced by PCA to ``pca_dims`` (the usual speed-up, skipped if D is smaller),
+    then embedded.  The perplexity is lowered to ``(N - 1) / 3`` for small sets (t-SNE needs perplexity < N).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or len(X) < 4:
+        raise ValueError(f"t-SNE needs (N, D) features with N >= 4, got {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("features contain NaN or infinite values")
+    if l2_normalize:
+        n = np.linalg.norm(X, axis=1, keepdims=True)
+        X = np.divide(X, n, out=np.zeros_like(X), where=n > 0)
+    if pca_dims is not None and X.shape[1] > pca_dims and len(X) > pca_dims:
+        X = PCA(n_components=pca_dims, random_state=seed).fit_transform(X)
+    perp = float(min(perplexity, max(1.0, (len(X) - 1) / 3)))
+    return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(X)
+
+
+def plot_embedding(
+    Y: np.ndarray,
+    labels: np.ndarray,
+    out: str | Path,
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """Scatter plot of a 2-D embedding ``(N, 2)`` coloured by ``labels`` ``(N,)`` (-1: unlabelled, grey)."""
+    Y = np.asarray(Y)
+    labels = np.asarray(labels)
+    if Y.ndim != 2 or Y.shape[1] != 2 or labels.shape != (len(Y),):
+        raise ValueError(f"embedding must be (N, 2) with labels (N,), got {Y.shape} and {labels.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    classes = [c for c in np.unique(labels) if c >= 0]
+    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+    for i, c in enumerate(classes):
+        sel = labels == c
+        name = class_names[c] if class_names is not None and 0 <= c < len(class_names) else str(c)
+        ax.scatter(Y[sel, 0], Y[sel, 1], s=14, color=cmap(i % cmap.N), label=name)
+    if (labels < 0).any():
+        sel = labels < 0
+        ax.scatter(Y[sel, 0], Y[sel, 1], s=10, color="0.6", label="unlabelled")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    if len(classes) <= 25:
+        ax.legend(fontsize=7, markerscale=1.2, loc="best", frameon=False)
+    path = _save(fig, out)
+    plt.close(fig)
+    return path
+
+
+def plot_pca_study(
+    curves: Mapping[str, Sequence[tuple[int, float]]], out: str | Path, metric: str = "accuracy", title: str = ""
+) -> Path:
+    """One curve per feature set: ``metric`` (0..1, plotted in %) against the PCA dimension (log x-axis)."""
+    if not curves or not any(len(v) for v in curves.values()):
+        raise ValueError("no PCA study results to plot")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for name, pts in curves.items():
+        if not pts:
+            continue
+        d, a = zip(*sorted(pts), strict=True)
+        ax.plot(d, 100 * np.asarray(a), marker="o", label=name)
+    ax.set_xscale("log")
+    dims = sorted({d for pts in curves.values() for d, _ in pts})
+    ax.set_xticks(dims)
+    ax.set_xticklabels([str(d) for d in dims])
+    ax.set_xlabel("feature dimension after PCA")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    path = _save(fig, out)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(scores: np.ndarray, positive: np.ndarray, out: str | Path, title: str = "") -> Path:
+    """ROC curve of held-out decision values (ASLAN)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(positive, scores)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, label=f"AUC = {100 * roc_auc_score(positive, scores):.2f}%")
+    ax.plot([0, 1], [0, 1], color="0.7", linestyle="--")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right")
+    if title:
+        ax.set_title(title)
+    path = _save(fig, out)
+    plt.close(fig)
+    return path

@@ -1,0 +1,161 @@
+"""Glue between feature files, list files and the SVM protocols: which videos, which labels, which splits.
+
+Labels of a video, in order of precedence: the label column of a split list, a ``--labels`` file, the label
+stored in the feature file by ``p3d extract`` (known when the input was a labelled dataset), and finally the
+video's parent directory when it names a class of the class index (UCF101's ``testlist0X.txt`` has no label
+column but its paths are ``<class>/<video>.avi``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from p3d.evaluation.lists import (
+    ClassIndex,
+    read_class_index,
+    read_label_file,
+    read_split_list,
+    resolve_ids,
+)
+from p3d.evaluation.svm import Split, kfold_splits, leave_one_group_out_splits
+from p3d.features_io import FeatureSet
+
+
+@dataclass
+class Protocol:
+    """Labels ``(N,)`` (-1 unknown) for the rows of a feature set, the splits, and how to report them."""
+
+    labels: np.ndarray
+    splits: list[Split]
+    pool: bool
+    class_names: list[str] | None
+    description: str
+
+
+def _class_index(fs: FeatureSet, classes: str | Path | None) -> ClassIndex | None:
+    if classes is not None:
+        return read_class_index(classes)
+    if fs.class_names:
+        return ClassIndex(tuple(fs.class_names), 0)
+    return None
+
+
+class _Labeler:
+    """Turns label tokens (ints or class names) into class numbers, growing a vocabulary if no index is given."""
+
+    def __init__(self, index: ClassIndex | None) -> None:
+        self.index = index
+        self.vocab: dict[str, int] = {}
+
+    def __call__(self, token: str, where: str) -> int:
+        if self.index is not None:
+            return self.index.index(token, where)
+        try:
+            return int(token)
+        except ValueError:
+            return self.vocab.setdefault(token, len(self.vocab))
+
+    @property
+    def names(self) -> list[str] | None:
+        if self.index is not None:
+            return list(self.index.names)
+        if self.vocab:
+            return [n for n, _ in sorted(self.vocab.items(), key=lambda kv: kv[1])]
+        return None
+
+
+def build_protocol(
+    fs: FeatureSet,
+    *,
+    splits: Sequence[tuple[str | Path, str | Path]] = (),
+    kfold: int | None = None,
+    loo: bool = False,
+    groups: str | Path | None = None,
+    labels: str | Path | None = None,
+    classes: str | Path | None = None,
+    seed: int = 0,
+) -> Protocol:
+    """Labels and splits for one of: train/test split lists (mean over splits), k-fold, leave-one-video-out,
+    leave-one-group-out (``groups``: ``<video> <group>`` lines).  Exactly one protocol must be chosen."""
+    chosen = sum([bool(splits), kfold is not None, loo, groups is not None])
+    if chosen != 1:
+        raise ValueError("choose exactly one protocol: --split TRAIN TEST (repeatable), --kfold K, --loo or --groups")
+    index = _class_index(fs, classes)
+    lab = _Labeler(index)
+    y = fs.labels.copy()
+    if labels is not None:
+        table = read_label_file(labels)
+        rows = resolve_ids(fs.ids, list(table), f"the label file {labels}", fs.source)
+        for r, (vid, tok) in zip(rows, table.items(), strict=True):
+            y[r] = lab(tok, f"{labels}: {vid}")
+
+    def fill_from_dirs(rows: np.ndarray) -> None:
+        if index is None:
+            return
+        for r in rows:
+            if y[r] < 0 and "/" in fs.ids[r]:
+                parent = fs.ids[r].rsplit("/", 2)[-2]
+                if parent in index.names:
+                    y[r] = index.names.index(parent)
+
+    def check_labelled(rows: np.ndarray, what: str) -> None:
+        missing = [fs.ids[r] for r in rows if y[r] < 0]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} video(s) of {what} have no label (give a label column, --labels or --classes "
+                f"matching their folder names): {', '.join(map(repr, missing[:5]))}"
+            )
+
+    out: list[Split] = []
+    if splits:
+        for i, (train_file, test_file) in enumerate(splits):
+            parts = []
+            for f in (train_file, test_file):
+                items = read_split_list(f)
+                rows = resolve_ids(fs.ids, [v for v, _ in items], f"the split list {f}", fs.source)
+                for r, (vid, tok) in zip(rows, items, strict=True):
+                    if tok is not None:
+                        y[r] = lab(tok, f"{f}: {vid}")
+                fill_from_dirs(rows)
+                check_labelled(rows, f"the split list {f}")
+                parts.append(rows)
+            overlap = np.intersect1d(parts[0], parts[1])
+            if len(overlap):
+                raise ValueError(
+                    f"{train_file} and {test_file} share {len(overlap)} video(s), e.g. {fs.ids[overlap[0]]!r}"
+                )
+            out.append(Split(f"split{i + 1}", parts[0], parts[1]))
+        desc = f"{len(splits)} train/test split(s), mean over splits"
+        return Protocol(y, out, False, lab.names, desc)
+
+    rows = np.arange(len(fs.ids))
+    fill_from_dirs(rows)
+    known = rows[y >= 0]
+    if len(known) < len(rows):
+        import warnings
+
+        warnings.warn(f"{len(rows) - len(known)} video(s) without a label are left out", stacklevel=2)
+    if len(known) < 2:
+        raise ValueError(f"{fs.source}: fewer than 2 labelled videos; give --labels or a labelled dataset")
+    if kfold is not None:
+        sp = kfold_splits(y[known], kfold, seed=seed)
+        desc = f"{kfold}-fold cross-validation, pooled held-out predictions"
+    elif loo:
+        sp = leave_one_group_out_splits(range(len(known)))
+        desc = "leave-one-video-out, pooled held-out predictions"
+    else:
+        table = read_label_file(groups)  # same two-column format: <video> <group>
+        g = np.full(len(fs.ids), "", dtype=object)
+        grows = resolve_ids(fs.ids, list(table), f"the group file {groups}", fs.source)
+        g[grows] = list(table.values())
+        no_group = [fs.ids[r] for r in known if g[r] == ""]
+        if no_group:
+            raise ValueError(f"{groups}: no group for {len(no_group)} video(s), e.g. {no_group[0]!r}")
+        sp = leave_one_group_out_splits(g[known])
+        desc = f"leave-one-group-out ({len(sp)} groups), pooled held-out predictions"
+    out = [Split(s.name, known[s.train], known[s.test]) for s in sp]
+    return Protocol(y, out, True, lab.names, desc)
