@@ -149,9 +149,12 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: int = 25,
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.codec_context.options = {"preset": "veryfast", "crf": str(crf), "g": str(gop), "threads": "1"}
-        for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        stream.codec_context.thread_count = 1  # x264 frame threads would make the bytes timing-dependent
+        stream.codec_context.options = {"preset": "veryfast", "crf": str(crf), "g": str(gop)}
+        for t, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = t  # explicit timestamps: without them the B-frame output varies from run to run
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
