@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -150,10 +151,21 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: int = 25,
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         stream.codec_context.thread_count = 1  # x264 frame threads would make the bytes timing-dependent
-        stream.codec_context.options = {"preset": "veryfast", "crf": str(crf), "g": str(gop)}
+        # x264's lookahead (mbtree, adaptive B-frames) gave run-to-run different bytes: off, so files are
+        # reproducible from the seed.
+        stream.codec_context.options = {
+            "preset": "veryfast",
+            "crf": str(crf),
+            "g": str(gop),
+            "x264-params": "rc-lookahead=0:mbtree=0:b-adapt=0",
+        }
         for t, img in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = t  # explicit timestamps: without them the B-frame output varies from run to run
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            # Every field the encoder reads set explicitly: left to PyAV's conversion inside encode(),
+            # the output with B-frames varied from run to run.
+            frame.pts = t
+            frame.time_base = Fraction(1, fps)
+            frame.pict_type = av.video.frame.PictureType.NONE
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
