@@ -14,11 +14,15 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("p3d.commands.summary", "parameters, size, FLOPs and layer count of a model"),
     "list-models": ("p3d.commands.list_models", "list the model registry"),
+    "convert": ("p3d.commands.convert", "convert the authors' Caffe models or the PyTorch port's checkpoints"),
+    "export": ("p3d.commands.export", "export a model to ONNX / TorchScript / torch.export with a parity check"),
     "svm": ("p3d.commands.svm", "linear-SVM evaluation of extracted video features (splits, k-fold, LOO)"),
     "similarity": ("p3d.commands.similarity", "action similarity labeling on video pairs (ASLAN protocol)"),
     "embed": ("p3d.commands.embed", "t-SNE plot of video features coloured by class"),
     "pca-study": ("p3d.commands.pca_study", "plot SVM accuracy against PCA dimension for feature files"),
+    "extract": ("p3d.commands.extract", "extract video-level features (pool5, res5c, res4, prob) of a collection"),
     "merge-features": ("p3d.commands.merge_features", "merge the per-rank parts of a feature store into one file"),
+    "visualize": ("p3d.commands.visualize", "DeepDraw: a clip that maximises one class score (GIF/MP4 + PNG strip)"),
 }
 
 
