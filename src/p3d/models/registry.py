@@ -82,7 +82,12 @@ def create_model(name: str, pretrained: str | None = None, **options: Any) -> nn
     if unknown:
         valid = ", ".join(p for p in params if p != "self")
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
-    kwargs = {**entry.defaults, **options}
+    from_file: dict[str, Any] = {}
+    if pretrained is not None:  # the weights decide class count, channels, …; explicit options still win
+        from p3d.models.pretrained import pretrained_options
+
+        from_file = {k: v for k, v in pretrained_options(pretrained, name).items() if k in params}
+    kwargs = {**entry.defaults, **from_file, **options}
     model = entry.builder(**kwargs)
     arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k != "input_spec"}
     model.pretrained_cfg = {"architecture": name, "options": arch, "input": model.input_spec.to_dict()}
