@@ -28,7 +28,7 @@ import bisect
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,6 +381,18 @@ class VideoReader:
             if n >= last:
                 break
         return out
+
+    def iter_frames(
+        self, size: tuple[int, int] | None = None, interpolation: str = DEFAULT_INTERPOLATION
+    ) -> Iterator[np.ndarray]:
+        """Every decodable frame in order, one ``(H, W, 3)`` uint8 RGB array at a time (constant memory)."""
+        self._stream.codec_context.flush_buffers()
+        try:
+            self._container.seek(0)
+        except av.error.FFmpegError as e:
+            raise VideoReadError(self.path, f"cannot rewind to the start ({_ffmpeg_reason(e)})") from None
+        for frame in self._packets_decoded():
+            yield self._convert(frame, size, interpolation)
 
     def read_all(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """Every frame, ``(F, H, W, 3)`` uint8 RGB."""

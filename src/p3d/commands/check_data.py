@@ -1,0 +1,82 @@
+"""``p3d check-data``: scan a dataset, report unreadable / too-short videos and statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from p3d.data.check import check_samples
+from p3d.data.datasets import DATASET_KINDS, build_samples, write_manifest
+
+
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset selection shared by commands that read a dataset."""
+    parser.add_argument("kind", choices=DATASET_KINDS, help="dataset format")
+    parser.add_argument("root", help="dataset folder (for 'manifest': the manifest file)")
+    parser.add_argument("--annotations", help="UCF101 split folder, Kinetics CSV, ActivityNet JSON or Sports-1M list")
+    parser.add_argument("--split", help="UCF101 split 1..3, or the Kinetics split column value")
+    parser.add_argument("--subset", help="UCF101 train/test, ActivityNet training/validation/testing")
+    parser.add_argument("--trimmed", action="store_true", help="ActivityNet: one sample per annotated segment")
+    parser.add_argument("--classes", help="file of class names, one per line")
+
+
+def samples_from_args(args: argparse.Namespace):
+    return build_samples(
+        args.kind,
+        args.root,
+        annotations=args.annotations,
+        split=args.split,
+        subset=args.subset,
+        trimmed=args.trimmed,
+        classes=args.classes,
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_dataset_arguments(parser)
+    parser.add_argument("--min-frames", type=int, default=16, help="shorter videos/segments are flagged (16)")
+    parser.add_argument("--full-decode", action="store_true", help="decode every frame (slow, finds all damage)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
+    parser.add_argument("--write-clean", metavar="CSV", help="write the usable samples as a manifest")
+    parser.add_argument("--json", metavar="FILE", help="write the full report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    samples = samples_from_args(args)
+    report = check_samples(
+        samples,
+        min_frames=args.min_frames,
+        workers=args.workers,
+        full_decode=args.full_decode,
+        progress=sys.stderr.isatty(),
+    )
+    summary = report.summary()
+    print(
+        f"{summary['samples']} samples, {summary['classes']} classes: "
+        f"{summary['good']} usable, {summary['bad']} flagged"
+    )
+    if report.missing:
+        print(f"{len(report.missing)} annotated videos not found on disk (e.g. {', '.join(report.missing[:3])})")
+    for path, reason in sorted(report.bad.items()):
+        print(f"  BAD {path}: {reason}")
+    for key in ("duration_s", "frames"):
+        st = summary[key]
+        if st:
+            print(
+                f"{key:>11}: min {st['min']:.1f}  median {st['median']:.1f}  mean {st['mean']:.1f}  max {st['max']:.1f}"
+            )
+    print(f"resolutions: {summary['resolutions']}")
+    print(f"        fps: {summary['fps']}")
+    print(f"     codecs: {summary['codecs']}")
+    counts = summary["samples_per_class"]
+    if counts:
+        lo, hi = min(counts, key=counts.get), max(counts, key=counts.get)
+        print(f"per class: min {counts[lo]} ({lo}), max {counts[hi]} ({hi})")
+    if args.write_clean:
+        write_manifest([s for s in report.good], args.write_clean, classes=samples.classes)
+        print(f"wrote {len(report.good)} usable samples to {args.write_clean}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"summary": summary, "bad": report.bad, "missing": report.missing}, f, indent=1)
+    return 0 if not report.bad else 1
