@@ -14,6 +14,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("p3d.commands.summary", "parameters, size, FLOPs and layer count of a model"),
     "list-models": ("p3d.commands.list_models", "list the model registry"),
+    "check-data": ("p3d.commands.check_data", "scan a dataset: unreadable/too-short videos, statistics, clean list"),
+    "prepare": ("p3d.commands.prepare", "re-encode a dataset folder (training size, short GOP) for fast loading"),
     "convert": ("p3d.commands.convert", "convert the authors' Caffe models or the PyTorch port's checkpoints"),
     "export": ("p3d.commands.export", "export a model to ONNX / TorchScript / torch.export with a parity check"),
     "svm": ("p3d.commands.svm", "linear-SVM evaluation of extracted video features (splits, k-fold, LOO)"),
