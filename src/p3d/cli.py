@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract": ("p3d.commands.extract", "extract video-level features (pool5, res5c, res4, prob) of a collection"),
     "merge-features": ("p3d.commands.merge_features", "merge the per-rank parts of a feature store into one file"),
     "visualize": ("p3d.commands.visualize", "DeepDraw: a clip that maximises one class score (GIF/MP4 + PNG strip)"),
+    "train": ("p3d.commands.train", "train a model with the paper's protocol (resumable, torchrun-distributed)"),
+    "test": ("p3d.commands.test", "video-level test: 20 clips per video, hit@1/hit@5, per-class, confusion"),
+    "predict": ("p3d.commands.predict", "top-k labels of video files"),
+    "demo": ("p3d.commands.demo", "P3D vs a frame-level 2D ResNet on motion-only synthetic actions (CPU minutes)"),
 }
 
 

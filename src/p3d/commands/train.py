@@ -1,0 +1,140 @@
+"""``p3d train``: train a model with the paper's protocol (Sec. 4.1); resumable, distributed under torchrun.
+
+Configuration: defaults (the paper's), then ``--config FILE.yaml``, then the explicit flags below, then
+``--set section.key=value`` (any field of :mod:`p3d.engine.config`).  The resolved configuration is saved as
+``<out>/config.yaml``.  Exit status: 0 finished, 3 diverged, 128+signal when stopped by SIGTERM/SIGINT (the
+checkpoint is written; run again with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+# flag -> config key
+_FLAGS = {
+    "model": "model.name",
+    "pretrained": "model.pretrained",
+    "imagenet_2d": "model.imagenet_2d",
+    "pattern": "model.pattern",
+    "dropout": "model.dropout",
+    "data_kind": "data.kind",
+    "data_root": "data.root",
+    "annotations": "data.annotations",
+    "split": "data.split",
+    "val_root": "data.val_root",
+    "workers": "data.num_workers",
+    "lr": "optim.lr",
+    "lr_step": "optim.lr_step",
+    "iterations": "optim.iterations",
+    "batch_size": "optim.batch_size",
+    "accum_steps": "optim.accum_steps",
+    "out": "run.out_dir",
+    "seed": "run.seed",
+    "device": "run.device",
+    "amp": "run.amp",
+    "val_every": "run.val_every",
+    "ckpt_every": "run.ckpt_every",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="YAML", help="configuration file (see p3d.engine.config)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any field, e.g. --set optim.lr=0.01 --set model.layers=[1,1,1,1] (repeatable)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CKPT",
+        help="continue from the newest good checkpoint in --out (or from CKPT)",
+    )
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="registry name (default p3d199; see p3d list-models)")
+    g.add_argument(
+        "--pretrained", help="P3D weights: a pretrained tag, a converted .safetensors or a p3d train checkpoint"
+    )
+    g.add_argument("--imagenet-2d", help="initialise from a 2D ImageNet ResNet state dict (paper Sec. 3.3)")
+    g.add_argument("--pattern", help="P3D block pattern: ABC (default), A, B, C")
+    g.add_argument("--dropout", type=float, help="pool5 dropout (paper: 0.9 for UCF101 fine-tuning)")
+    g.add_argument(
+        "--no-freeze-bn", action="store_true", help="train every BatchNorm (default: frozen except the first)"
+    )
+    g = p.add_argument_group("data")
+    g.add_argument("--data-kind", help="ucf101 (default), kinetics, activitynet, sports1m, folder, manifest")
+    g.add_argument("--data-root", help="dataset folder (or manifest file)")
+    g.add_argument("--annotations", help="split folder / CSV / JSON / list of the dataset kind")
+    g.add_argument("--split", help="UCF101 split 1..3, or the Kinetics CSV split value for training")
+    g.add_argument("--val-root", help="validation folder/manifest (folder and manifest kinds)")
+    g.add_argument("--workers", type=int, help="data loading processes (default: cores - 1)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--lr", type=float, help="base learning rate (paper 0.001)")
+    g.add_argument("--lr-step", type=int, help="divide the lr by 10 every N iterations (paper 60000)")
+    g.add_argument("--iterations", type=int, help="iteration budget (paper 150000)")
+    g.add_argument("--batch-size", type=int, help="clips per forward pass per process (default 16)")
+    g.add_argument("--accum-steps", type=int, help="forward passes per optimizer step (default 8: 128 clips)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", help="run directory (default runs/p3d)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto (default), cpu, cuda")
+    g.add_argument("--amp", choices=("none", "bf16", "fp16"), help="mixed precision (default none)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--val-every", type=int, help="validate every N iterations (0: never)")
+    g.add_argument("--ckpt-every", type=int, help="checkpoint every N iterations")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    import json
+
+    out = []
+    for flag, key in _FLAGS.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            out.append(f"{key}={json.dumps(v) if not isinstance(v, str) else v}")
+    if getattr(args, "no_freeze_bn", False):
+        out.append("model.freeze_bn=false")
+    if getattr(args, "compile", False):
+        out.append("run.compile=true")
+    if getattr(args, "no_progress", False):
+        out.append("run.progress=false")
+    return out + list(args.overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    from p3d.engine import DivergenceError, Trainer, load_config
+    from p3d.engine.distributed import cleanup
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, overrides_from_args(args))
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        result = trainer.fit()
+    except DivergenceError as e:
+        print(f"p3d train: {e}", file=sys.stderr)
+        return 3
+    finally:
+        cleanup()
+    if not trainer.dist.is_main:
+        return 0 if result.status == "completed" else 128 + (result.signal or 15)
+    if result.status == "stopped":
+        print(
+            f"stopped at iteration {result.iteration} (signal {result.signal}); checkpoint {result.checkpoint}; "
+            f"continue with: p3d train --out {result.run_dir} --resume"
+        )
+        return 128 + (result.signal or 15)
+    print(
+        f"finished {result.iteration} iterations in {result.seconds:.0f} s ({result.clips_per_s:.1f} clips/s); "
+        f"checkpoint {result.checkpoint}; weights {result.run_dir / 'model.safetensors'}"
+    )
+    if result.metrics:
+        print(f"last validation: video hit@1 {result.metrics['video_hit@1']:.4f}")
+    return 0

@@ -1,0 +1,289 @@
+"""Video-level testing as the paper (Sec. 4.1): 20 clips per video, centre crop, clip scores averaged.
+
+:func:`evaluate` runs a model over every video of a sample list and returns an :class:`EvalResult` with
+
+* clip hit@1 — each clip on its own; video hit@1 and hit@5 — the averaged softmax scores of the video's clips
+  (multi-label aware: a hit when *any* true label is among the top k);
+* per-class accuracy (video hit@1 over the videos of each class) and the confusion matrix (first true label
+  against the top prediction);
+* per-video predictions (top-k labels and scores).
+
+A video's clips go through the model ``clip_batch`` at a time, so memory stays bounded whatever ``num_clips``.
+Under ``torchrun`` each rank tests a share of the videos (the last shares padded by repeating videos);
+results are gathered and keyed by video index, so a padded duplicate is counted once.  Unreadable videos are
+logged, left out of the scores and listed in ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from p3d.engine.distributed import ShardedSampler, all_gather_objects
+
+__all__ = ["EvalResult", "evaluate", "score_videos", "metrics_from_scores", "plot_confusion", "write_predictions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    classes: list[str]
+    video_ids: list[str]
+    paths: list[str]
+    labels: list[tuple[int, ...]]
+    scores: np.ndarray  # (V, K) averaged softmax scores
+    clip_hits: int
+    num_clips: int
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.video_ids)
+
+    def metrics(self, topk: int = 5) -> dict[str, Any]:
+        m = metrics_from_scores(self.scores, self.labels, len(self.classes), topk=topk)
+        m["clip_hit@1"] = self.clip_hits / self.num_clips if self.num_clips else float("nan")
+        m["num_videos"] = self.num_videos
+        m["num_clips"] = self.num_clips
+        m["num_failed"] = len(self.failed)
+        m["clips_per_s"] = self.num_clips / self.seconds if self.seconds > 0 else float("nan")
+        m["per_class"] = {
+            self.classes[k]: (None if np.isnan(a) else float(a)) for k, a in enumerate(m.pop("per_class_array"))
+        }
+        return m
+
+
+def _hits(scores: np.ndarray, labels: list[tuple[int, ...]], k: int) -> np.ndarray:
+    """``(V,)`` bool: any true label among the top ``k`` scores."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    k = min(k, scores.shape[1])
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.array([bool(set(top[i].tolist()) & set(lab)) for i, lab in enumerate(labels)])
+
+
+def metrics_from_scores(
+    scores: np.ndarray, labels: list[tuple[int, ...]], num_classes: int, topk: int = 5
+) -> dict[str, Any]:
+    """Video hit@1 / hit@``topk``, per-class accuracy and the confusion matrix of ``(V, K)`` scores."""
+    keep = [i for i, lab in enumerate(labels) if lab]  # unlabelled videos (no ground truth) are not scored
+    s = scores[keep] if len(keep) else np.zeros((0, num_classes))
+    labs = [labels[i] for i in keep]
+    hit1 = _hits(s, labs, 1)
+    hitk = _hits(s, labs, topk)
+    per_class = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        rows = [i for i, lab in enumerate(labs) if c in lab]
+        if rows:
+            per_class[c] = hit1[rows].mean()
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    if len(labs):
+        pred = s.argmax(1)
+        for lab, p in zip(labs, pred, strict=True):
+            confusion[lab[0], p] += 1
+    return {
+        "video_hit@1": float(hit1.mean()) if len(hit1) else float("nan"),
+        f"video_hit@{topk}": float(hitk.mean()) if len(hitk) else float("nan"),
+        "mean_class_accuracy": float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan"),
+        "per_class_array": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+@torch.no_grad()
+def score_videos(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    device: torch.device | str = "cpu",
+    clip_batch: int = 8,
+    amp: str = "none",
+    num_workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    max_videos: int | None = None,
+    progress: bool = False,
+) -> tuple[dict[int, dict[str, Any]], float]:
+    """Score this rank's share of a :class:`~p3d.data.VideoClipsDataset` (``flat=False``).
+
+    Returns ``{video_index: {"scores": (K,) mean softmax, "clip_hits": int, "num_clips": int, "valid": bool}}``
+    and the seconds spent.
+    """
+    from p3d.data import build_loader
+
+    device = torch.device(device)
+    n = len(dataset) if max_videos is None else min(len(dataset), max_videos)
+    sampler = ShardedSampler(n, rank=rank, world_size=world_size, shuffle=False, pad=True)
+    loader = build_loader(
+        dataset, 1, train=False, num_workers=num_workers, sampler=sampler, persistent_workers=False, prefetch_factor=2
+    )
+    was_training = model.training
+    model.eval()
+    out: dict[int, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc="test", unit="video", dynamic_ncols=True)
+    for item in it:
+        v = int(item["video_index"][0])
+        if not bool(item["valid"][0]):
+            out[v] = {"valid": False}
+            continue
+        clips = item["clips"][0]  # (N, C, T, H, W)
+        label = item["label"][0]
+        true = set(torch.nonzero(label).flatten().tolist()) if label.dim() else {int(label)}
+        probs = []
+        for chunk in clips.split(clip_batch):
+            with _autocast(device, amp):
+                logits = model(chunk.to(device, non_blocking=True))
+            probs.append(logits.float().softmax(dim=1).cpu())
+        p = torch.cat(probs)
+        hits = sum(int(i) in true for i in p.argmax(1).tolist())
+        out[v] = {"valid": True, "scores": p.mean(0).numpy(), "clip_hits": hits, "num_clips": int(p.shape[0])}
+    model.train(was_training)
+    return out, time.perf_counter() - t0
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def evaluate(
+    model: nn.Module,
+    samples: Any,
+    spec: Any = None,
+    *,
+    num_clips: int = 20,
+    clip_batch: int = 8,
+    device: torch.device | str = "cpu",
+    amp: str = "none",
+    num_workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    max_videos: int | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Video-level test of ``model`` on ``samples`` (a :class:`~p3d.data.SampleList`), every rank's share gathered.
+
+    ``spec`` defaults to ``model.input_spec``.  Every rank returns the full result.
+    """
+    from p3d.data import VideoClipsDataset
+
+    spec = spec if spec is not None else model.input_spec
+    ds = VideoClipsDataset(samples, spec, num_clips=num_clips, flat=False)
+    part, seconds = score_videos(
+        model,
+        ds,
+        device=device,
+        clip_batch=clip_batch,
+        amp=amp,
+        num_workers=num_workers,
+        rank=rank,
+        world_size=world_size,
+        max_videos=max_videos,
+        progress=progress,
+    )
+    merged: dict[int, dict[str, Any]] = {}
+    for shard in all_gather_objects(part):
+        merged.update(shard)  # keyed by video index: padded duplicates collapse
+    seconds = max(all_gather_objects(seconds))
+    classes = list(samples.classes)
+    good = sorted(v for v, r in merged.items() if r["valid"])
+    failed = [ds.samples[v].path for v, r in sorted(merged.items()) if not r["valid"]]
+    k = len(classes)
+    return EvalResult(
+        classes=classes,
+        video_ids=[ds.samples[v].video_id for v in good],
+        paths=[ds.samples[v].path for v in good],
+        labels=[tuple(ds.samples[v].labels) for v in good],
+        scores=np.stack([merged[v]["scores"] for v in good]) if good else np.zeros((0, k)),
+        clip_hits=sum(merged[v]["clip_hits"] for v in good),
+        num_clips=sum(merged[v]["num_clips"] for v in good),
+        failed=failed,
+        seconds=seconds,
+    )
+
+
+def plot_confusion(
+    confusion: list[list[int]] | np.ndarray, classes: list[str], path: str | Path, title: str = ""
+) -> None:
+    """Row-normalised confusion matrix (true class rows, predicted class columns) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    k = len(classes)
+    side = min(max(4.0, 0.35 * k + 2), 40.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    if k <= 40:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (rows normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_predictions(result: EvalResult, path: str | Path, topk: int = 5) -> None:
+    """One JSON line per video: id, path, true labels, top-k labels with scores, whether top-1 is right."""
+    from p3d.engine.checkpoint import atomic_write_bytes
+
+    lines = []
+    k = min(topk, len(result.classes))
+    for i, vid in enumerate(result.video_ids):
+        s = result.scores[i]
+        top = np.argsort(-s, kind="stable")[:k]
+        lines.append(
+            json.dumps(
+                {
+                    "video_id": vid,
+                    "path": result.paths[i],
+                    "labels": [result.classes[j] for j in result.labels[i]],
+                    "top": [[result.classes[j], round(float(s[j]), 6)] for j in top],
+                    "correct": bool(result.labels[i]) and int(top[0]) in result.labels[i],
+                }
+            )
+        )
+    for p in result.failed:
+        lines.append(json.dumps({"path": p, "error": "unreadable video"}))
+    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode())

@@ -1,0 +1,555 @@
+"""The training loop: the paper's protocol (Sec. 4.1), resumable exactly, distributed with ``torchrun``.
+
+One optimizer step ("iteration") is ``accum_steps`` forward/backward passes of ``batch_size`` clips on each
+process; the learning rate is divided by 10 every ``lr_step`` iterations; training stops after
+``iterations``.  SGD with momentum 0.9.  Optional: bf16/fp16 autocast (a ``GradScaler`` for fp16),
+channels-last weights, ``torch.compile``.
+
+Safety:
+
+* checkpoints every ``ckpt_every`` iterations, at the end, and on SIGTERM/SIGINT (a second SIGINT aborts at
+  once); writes are atomic, only rank 0 writes;
+* ``resume`` restores model, optimizer, scheduler, scaler, iteration, data position (epoch and batches
+  consumed) and the random states of every rank, so the resumed run computes what the uninterrupted one would;
+* a non-finite loss stops the run with :class:`DivergenceError` before the optimizer applies it: the weights
+  and the last checkpoint stay good;
+* an unreadable video is skipped by the dataset (logged, counted in the metrics), never fatal.
+
+Metrics go to ``<run>/metrics.jsonl`` (one JSON object per logged iteration / validation) and TensorBoard
+(``<run>/tb``); a tqdm bar shows loss, learning rate and clips/s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from p3d.engine import checkpoint as ckpt
+from p3d.engine.config import TrainConfig, save_config
+from p3d.engine.distributed import DistInfo, ShardedSampler, all_gather_objects, init_distributed
+
+__all__ = ["DivergenceError", "TrainResult", "Trainer", "build_model", "build_samples_for", "model_from_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or infinite; the message names the iteration and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" or "stopped"
+    iteration: int
+    run_dir: Path
+    checkpoint: Path | None
+    signal: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    clips_per_s: float = float("nan")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Model and data from a config
+# ---------------------------------------------------------------------------------------------------------
+def _model_options(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
+    m = cfg.model
+    opts: dict[str, Any] = {"num_classes": num_classes}
+    for key in ("pattern", "width", "layers", "dropout", "style", "in_channels"):
+        v = getattr(m, key)
+        if v is not None:
+            opts[key] = tuple(v) if key == "layers" else v
+    return opts
+
+
+def _input_spec(model: nn.Module, cfg: TrainConfig):
+    d = cfg.data
+    return model.input_spec.replace(
+        clip_len=d.clip_len, size=list(d.size), resize=list(d.resize), frame_stride=d.frame_stride
+    )
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    """The model of ``cfg.model`` with ``num_classes`` outputs, initialised as configured:
+    from scratch, from a 2D ImageNet ResNet (``imagenet_2d``), or from P3D weights (``pretrained``: a tag, a
+    converted ``.safetensors``, or a ``p3d train`` checkpoint — the classifier is kept fresh when the class
+    count differs).  BatchNorm is frozen except the first when ``freeze_bn``; ``model.input_spec`` follows
+    ``cfg.data`` (clip length, sizes, stride) and the weights' own colour/mean convention."""
+    from p3d.models import create_model, load_2d_resnet
+
+    m = cfg.model
+    if m.pretrained and m.imagenet_2d:
+        raise ValueError("model.pretrained and model.imagenet_2d are exclusive: pick one initialisation")
+    opts = _model_options(cfg, num_classes)
+    from_ckpt = bool(m.pretrained) and ckpt.is_train_checkpoint(m.pretrained)
+    model = create_model(m.name, pretrained=None if from_ckpt else m.pretrained, **opts)
+    if from_ckpt:
+        _load_from_train_checkpoint(model, m.pretrained)
+    if m.imagenet_2d:
+        report = load_2d_resnet(model, m.imagenet_2d, temporal_init=m.temporal_init)
+        log.info("%s", report)
+    model.input_spec = _input_spec(model, cfg)
+    if m.freeze_bn:
+        if not hasattr(model, "freeze_bn"):
+            raise ValueError(f"model.freeze_bn=true but {m.name} has no BatchNorm to freeze; set it to false")
+        model.freeze_bn(keep_first=True)
+    return model
+
+
+def _load_from_train_checkpoint(model: nn.Module, path: str) -> None:
+    state = ckpt.load_checkpoint(path)
+    sd = state["model"]
+    target = model.state_dict()
+    head_differs = "fc.weight" in sd and "fc.weight" in target and sd["fc.weight"].shape != target["fc.weight"].shape
+    if head_differs:
+        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (head_differs and k.startswith("fc."))]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: checkpoint does not fit model {state['config']['model']['name']!r} built with these options: "
+            f"missing {missing[:10]}, unexpected {unexpected[:10]}"
+        )
+
+
+def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, list[str], dict]:
+    """Rebuild the trained model of a ``p3d train`` checkpoint: ``(model in eval mode, class names, state)``."""
+    from p3d.models import create_model
+    from p3d.spec import InputSpec
+
+    state = ckpt.load_checkpoint(path, map_location=map_location)
+    cfg = TrainConfig.from_dict(state["config"], source=str(path))
+    classes = list(state["classes"])
+    model = create_model(cfg.model.name, **_model_options(cfg, len(classes)))
+    model.load_state_dict(state["model"])
+    model.input_spec = InputSpec.from_dict(state["input_spec"])
+    model.eval()
+    return model, classes, state
+
+
+def build_samples_for(cfg: TrainConfig, train: bool):
+    """The training (``train=True``) or validation sample list of ``cfg.data``; ``None`` when no validation
+    list is configured."""
+    from p3d.data import build_samples
+
+    d = cfg.data
+    if d.root is None:
+        raise ValueError("data.root is not set (give --data-root or data.root in the config)")
+    kind = d.kind
+    if train:
+        subset = d.train_subset or {"ucf101": "train", "activitynet": "training"}.get(kind)
+        split = d.split if d.split is not None else (1 if kind == "ucf101" else "train" if kind == "kinetics" else None)
+        return build_samples(kind, d.root, annotations=d.annotations, split=split, subset=subset, classes=d.classes)
+    if kind in ("folder", "manifest", "sports1m"):
+        if d.val_root is None:
+            return None
+        return build_samples(
+            kind, d.val_root, annotations=None if kind != "sports1m" else d.annotations, classes=d.classes
+        )
+    subset = d.val_subset or {"ucf101": "test", "activitynet": "validation"}.get(kind)
+    split = d.val_split if d.val_split is not None else (d.split or 1 if kind == "ucf101" else "val")
+    return build_samples(
+        kind, d.val_root or d.root, annotations=d.annotations, split=split, subset=subset, classes=d.classes
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------------------
+class _Metrics:
+    """JSONL + TensorBoard writer (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, resume_iteration: int | None) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        if not enabled:
+            return
+        if resume_iteration is not None and self.path.exists():  # drop what the interrupted run logged after
+            kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _iter_of(ln) <= resume_iteration]
+            ckpt.atomic_write_bytes(self.path, ("\n".join(kept) + "\n" if kept else "").encode())
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                log.warning("tensorboard is not installed (pip install tensorboard); metrics go to JSONL only")
+            else:
+                self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=resume_iteration)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            it = record["iteration"]
+            for k, v in record.items():
+                if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(k, v, it)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _iter_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("iteration", 0))
+    except (json.JSONDecodeError, AttributeError):
+        return 0
+
+
+class Trainer:
+    """Train ``cfg`` (see :mod:`p3d.engine.config`).  ``resume``: continue from the newest good checkpoint in
+    the run directory (or from a given checkpoint file)."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False, dist_info: DistInfo | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.dist = dist_info or init_distributed(cfg.run.device)
+        self.device = self.dist.device
+        self.run_dir = Path(cfg.run.out_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.resume = resume
+        self._stop_signal: int | None = None
+        self._last_ckpt: Path | None = None
+
+    # setup ---------------------------------------------------------------------------------------------------
+    def _seed(self) -> None:
+        import random
+
+        s = self.cfg.run.seed
+        random.seed(s + self.dist.rank)
+        np.random.seed((s + self.dist.rank) % 2**32)
+        torch.manual_seed(s)  # identical initial weights on every rank
+
+    def _setup(self) -> dict[str, Any] | None:
+        from p3d.data import ClipDataset, ClipTransform, build_loader
+
+        cfg = self.cfg
+        resume_state = self._find_resume()
+        if resume_state is not None:
+            # The checkpoint's configuration wins for everything that shapes the computation.
+            saved = TrainConfig.from_dict(resume_state["config"])
+            saved.run.out_dir = cfg.run.out_dir
+            saved.run.progress = cfg.run.progress
+            saved.optim.iterations = cfg.optim.iterations  # allow extending a finished run
+            self.cfg = cfg = saved
+        self._seed()
+        self.train_samples = build_samples_for(cfg, train=True)
+        if len(self.train_samples) == 0:
+            raise ValueError(f"{cfg.data.root}: the training list has no readable entries")
+        if getattr(self.train_samples, "missing", None):
+            log.warning(
+                "%d annotated videos not found (first: %s)",
+                len(self.train_samples.missing),
+                self.train_samples.missing[0],
+            )
+        self.classes = list(self.train_samples.classes)
+        self.val_samples = build_samples_for(cfg, train=False) if cfg.run.val_every > 0 else None
+        if self.val_samples is not None and len(self.val_samples) == 0:
+            self.val_samples = None
+        self.model = build_model(cfg, len(self.classes)).to(self.device)
+        if cfg.run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.spec = self.model.input_spec
+        self.multilabel = bool(self.train_samples.multilabel)
+
+        self.dataset = ClipDataset(self.train_samples, self.spec, seed=cfg.run.seed)
+        if not cfg.data.flip:  # ClipDataset always flips; the synthetic motion classes must not be mirrored
+            self.dataset.transform = ClipTransform(self.spec, train=True, flip=False)
+        self.sampler = ShardedSampler(
+            len(self.dataset), rank=self.dist.rank, world_size=self.dist.world_size, shuffle=True, seed=cfg.run.seed
+        )
+        if self.sampler.shard_size < cfg.optim.batch_size:
+            raise ValueError(
+                f"optim.batch_size={cfg.optim.batch_size} exceeds this process's share of the "
+                f"{len(self.dataset)} training videos ({self.sampler.shard_size}); lower the batch size"
+            )
+        self.loader_kwargs = dict(
+            num_workers=cfg.data.num_workers, seed=cfg.run.seed, persistent_workers=False, sampler=self.sampler
+        )
+        self._build_loader = lambda: build_loader(self.dataset, cfg.optim.batch_size, train=True, **self.loader_kwargs)
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=o.lr_step, gamma=o.lr_gamma)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.amp == "fp16")
+
+        self.net: nn.Module = self.model
+        if cfg.run.compile:
+            self.net = torch.compile(self.net)
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(self.net, device_ids=ids)
+
+        self.iteration, self.epoch, self.position = 0, 0, 0
+        if resume_state is not None:
+            self._restore(resume_state)
+        return resume_state
+
+    def _find_resume(self) -> dict[str, Any] | None:
+        if not self.resume:
+            return None
+        if self.resume is True:
+            found = ckpt.latest_checkpoint(self.ckpt_dir)
+            if found is None:
+                raise FileNotFoundError(f"{self.ckpt_dir}: no checkpoint to resume from")
+            self._last_ckpt, state = found
+        else:
+            self._last_ckpt = Path(self.resume)
+            state = ckpt.load_checkpoint(self.resume)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        rngs = state["rng"]
+        ckpt.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+
+    # checkpoints ---------------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": self.cfg.to_dict(),
+            "classes": self.classes,
+            "input_spec": self.spec.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "epoch": self.epoch,
+            "position": self.position,
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self) -> Path | None:
+        rngs = all_gather_objects(ckpt.rng_state())  # every rank's random state; collective: all ranks call it
+        if not self.dist.is_main:
+            return None
+        path = ckpt.checkpoint_path(self.ckpt_dir, self.iteration)
+        ckpt.save_checkpoint(path, {**self._state(), "rng": rngs})
+        ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.run.keep_checkpoints)
+        self._last_ckpt = path
+        return path
+
+    # signals -------------------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+        if self.dist.is_main:
+            log.warning("received %s: checkpointing at the end of this iteration", signal.Signals(signum).name)
+
+    @contextlib.contextmanager
+    def _signals(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    # the loop ------------------------------------------------------------------------------------------------
+    def _batches(self):
+        """Yield batches forever, tracking (epoch, position) = batches consumed in the current epoch."""
+        while True:
+            self.sampler.set_epoch(self.epoch, start=self.position * self.cfg.optim.batch_size)
+            self.dataset.set_epoch(self.epoch)
+            for batch in self._build_loader():
+                self.position += 1
+                yield batch
+            self.epoch += 1
+            self.position = 0
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.multilabel:
+            return F.binary_cross_entropy_with_logits(logits, target.float())
+        return F.cross_entropy(logits, target)
+
+    def _autocast(self):
+        amp = self.cfg.run.amp
+        if amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    def _validate(self) -> dict[str, Any]:
+        from p3d.engine.evaluate import evaluate
+
+        d = self.cfg.data
+        res = evaluate(
+            self.model,
+            self.val_samples,
+            self.spec,
+            num_clips=d.val_clips,
+            clip_batch=self.cfg.optim.batch_size,
+            device=self.device,
+            amp=self.cfg.run.amp,
+            num_workers=d.num_workers,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            max_videos=d.val_max_videos,
+        )
+        m = res.metrics()
+        return {k: m[k] for k in ("video_hit@1", "video_hit@5", "clip_hit@1", "mean_class_accuracy", "num_videos")}
+
+    def fit(self) -> TrainResult:
+        """Run (or resume) training to ``optim.iterations``; returns how it ended."""
+        from tqdm import tqdm
+
+        resume_state = self._setup()
+        cfg, o, r = self.cfg, self.cfg.optim, self.cfg.run
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            (self.run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in self.classes))
+        metrics = _Metrics(self.run_dir, main, r.tensorboard, self.iteration if resume_state is not None else None)
+        if main and resume_state is not None:
+            log.info("resumed from %s at iteration %d", self._last_ckpt, self.iteration)
+        clips_per_step = o.batch_size * o.accum_steps * self.dist.world_size
+        bar = tqdm(
+            total=o.iterations,
+            initial=self.iteration,
+            disable=not (main and r.progress),
+            unit="it",
+            dynamic_ncols=True,
+            desc="train",
+        )
+        self.net.train()
+        batches = self._batches()
+        t_start = time.perf_counter()
+        t_window, it_window = t_start, self.iteration
+        start_iteration = self.iteration
+        last_val: dict[str, Any] = {}
+        status, result_signal = "completed", None
+        try:
+            with self._signals():
+                while self.iteration < o.iterations:
+                    loss_sum = torch.zeros((), device=self.device)
+                    for micro in range(o.accum_steps):
+                        x, y = next(batches)
+                        x = x.to(self.device, non_blocking=True)
+                        y = y.to(self.device, non_blocking=True)
+                        sync = micro == o.accum_steps - 1 or not self.dist.distributed
+                        with contextlib.nullcontext() if sync else self.net.no_sync():
+                            with self._autocast():
+                                loss = self._loss(self.net(x), y) / o.accum_steps
+                            self.scaler.scale(loss).backward()
+                        loss_sum += loss.detach()
+                    # One collective per iteration: the mean loss and whether any rank was signalled.
+                    flags = torch.stack([loss_sum.float(), torch.tensor(float(self._stop_signal or 0))]).to(
+                        self.device, torch.float64
+                    )
+                    if self.dist.distributed:
+                        import torch.distributed as dist
+
+                        dist.all_reduce(flags)
+                        flags[0] /= self.dist.world_size
+                    loss_value = float(flags[0])
+                    if not math.isfinite(loss_value):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        where = f"{self._last_ckpt}" if self._last_ckpt else "none written yet"
+                        raise DivergenceError(
+                            f"training diverged: loss is {loss_value} at iteration {self.iteration + 1} "
+                            f"(lr {self.scheduler.get_last_lr()[0]:.3g}, amp {r.amp}); the update was not applied. "
+                            f"Last good checkpoint: {where}. Lower optim.lr, use run.amp=bf16/none instead of fp16, "
+                            f"or set optim.clip_grad."
+                        )
+                    if o.clip_grad:
+                        self.scaler.unscale_(self.optimizer)
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    lr = self.scheduler.get_last_lr()[0]
+                    self.scheduler.step()
+                    self.iteration += 1
+                    bar.update(1)
+                    stopping = int(flags[1]) != 0
+                    if self.iteration % r.log_every == 0 or self.iteration == o.iterations:
+                        now = time.perf_counter()
+                        speed = (self.iteration - it_window) * clips_per_step / max(now - t_window, 1e-9)
+                        t_window, it_window = now, self.iteration
+                        rec = {
+                            "iteration": self.iteration,
+                            "loss": loss_value,
+                            "lr": lr,
+                            "clips_per_s": speed,
+                            "epoch": self.epoch,
+                            "skipped_videos": self.dataset.num_skipped,
+                        }
+                        metrics.write(rec)
+                        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2g}", clips_s=f"{speed:.1f}")
+                    if self.val_samples is not None and r.val_every and self.iteration % r.val_every == 0:
+                        last_val = self._validate()
+                        metrics.write({"iteration": self.iteration, **{f"val/{k}": v for k, v in last_val.items()}})
+                        if main:
+                            bar.write(
+                                f"iteration {self.iteration}: validation video hit@1 {last_val['video_hit@1']:.4f}"
+                            )
+                    if stopping:
+                        status, result_signal = "stopped", self._stop_signal or int(signal.SIGTERM)
+                        self.save()
+                        break
+                    if r.ckpt_every and self.iteration % r.ckpt_every == 0 and self.iteration < o.iterations:
+                        self.save()
+                if status == "completed":
+                    self.save()
+        finally:
+            bar.close()
+            metrics.close()
+        seconds = time.perf_counter() - t_start
+        done = self.iteration - start_iteration
+        if main and status == "completed":
+            self._export()
+        return TrainResult(
+            status=status,
+            iteration=self.iteration,
+            run_dir=self.run_dir,
+            checkpoint=self._last_ckpt,
+            signal=result_signal,
+            metrics=last_val,
+            seconds=seconds,
+            clips_per_s=done * clips_per_step / seconds if seconds > 0 else float("nan"),
+        )
+
+    def _export(self) -> None:
+        """The final weights as a self-describing ``model.safetensors`` (loads with ``create_model(...,
+        pretrained=PATH)``)."""
+        from p3d.models.pretrained import save_pretrained
+
+        try:
+            save_pretrained(
+                self.model,
+                self.run_dir / "model.safetensors",
+                source={"trained_with": "p3d train", "run_dir": str(self.run_dir)},
+            )
+        except (ValueError, OSError) as e:
+            log.warning("could not export model.safetensors: %s", e)

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from p3d.engine import checkpoint as ck
+from p3d.engine.trainer import DivergenceError, Trainer, model_from_checkpoint
+
+from .conftest import tiny_config, write_yaml
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path):
+    # 9 training videos, batches of 2 (4 per epoch), 3 per iteration: iteration 3 stops inside epoch 2.
+    straight = Trainer(tiny_config(tiny_data, tmp_path / "a"))
+    res = straight.fit()
+    assert res.status == "completed" and res.iteration == 6
+
+    first = Trainer(tiny_config(tiny_data, tmp_path / "b", optim={"iterations": 3}))
+    first.fit()
+    assert (first.epoch, first.position) == (2, 1)
+    resumed = Trainer(tiny_config(tiny_data, tmp_path / "b", optim={"iterations": 6}), resume=True)
+    resumed.fit()
+
+    wa, wb = _weights(straight), _weights(resumed)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), f"{k} differs after resume"
+    ma = straight.optimizer.state_dict()["state"]
+    mb = resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(ma[i]["momentum_buffer"], mb[i]["momentum_buffer"]) for i in ma)
+    # The weights moved (the comparison is not vacuous) and the lr was stepped at iteration 3.
+    fresh = Trainer(tiny_config(tiny_data, tmp_path / "c", optim={"iterations": 1}))
+    fresh._setup()
+    assert any(not torch.equal(wa[k], v) for k, v in fresh.model.state_dict().items())
+    assert resumed.scheduler.get_last_lr()[0] == pytest.approx(0.05 * 0.1**2)
+    # The resumed run's log continues where the checkpoint was, without duplicated iterations.
+    its = [json.loads(x)["iteration"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert its == [1, 2, 3, 4, 5, 6]
+
+
+def test_frozen_bn_stays_frozen_and_first_bn_trains(tiny_data, tmp_path):
+    t = Trainer(tiny_config(tiny_data, tmp_path, optim={"iterations": 2}))
+    t._setup()
+    before = _weights(t)
+    t.fit()
+    after = _weights(t)
+    assert torch.equal(before["layer1.0.bn1.running_mean"], after["layer1.0.bn1.running_mean"])
+    assert torch.equal(before["layer1.0.bn1.weight"], after["layer1.0.bn1.weight"])
+    assert not torch.equal(before["bn1.running_mean"], after["bn1.running_mean"])
+    assert not torch.equal(before["conv1.weight"], after["conv1.weight"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_data, tmp_path, optim={"iterations": 5}, run={"ckpt_every": 2})
+    t = Trainer(cfg)
+    calls = {"n": 0}
+    original = Trainer._loss
+
+    def poisoned(self, logits, target):
+        calls["n"] += 1
+        loss = original(self, logits, target)
+        return loss * float("nan") if calls["n"] > 3 * 3 else loss  # iteration 4 diverges
+
+    monkeypatch.setattr(Trainer, "_loss", poisoned)
+    with pytest.raises(DivergenceError, match=r"loss is nan at iteration 4.*ckpt-00000002\.pt"):
+        t.fit()
+    assert t.iteration == 3
+    assert all(torch.isfinite(v).all() for v in t.model.state_dict().values() if v.is_floating_point())
+    state = ck.load_checkpoint(tmp_path / "checkpoints" / "ckpt-00000002.pt")
+    assert state["iteration"] == 2 and [i for i, _ in ck.list_checkpoints(tmp_path / "checkpoints")] == [2]
+
+
+def test_bf16_grad_accumulation_and_validation(tiny_data, tmp_path):
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path,
+        optim={"iterations": 2, "accum_steps": 2},
+        run={"amp": "bf16", "val_every": 2},
+        model={"freeze_bn": False},
+    )
+    res = Trainer(cfg).fit()
+    assert res.status == "completed"
+    assert set(res.metrics) >= {"video_hit@1", "video_hit@5", "clip_hit@1"}
+    assert res.metrics["num_videos"] == 6
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("val/video_hit@1" in r for r in lines)
+    assert all(math.isfinite(r["loss"]) for r in lines if "loss" in r)
+    model, classes, _ = model_from_checkpoint(tmp_path / "checkpoints" / "ckpt-00000002.pt")
+    assert classes == ["MoveLeft", "MoveRight", "RotateCW"] and model.input_spec.clip_len == 8
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "model.safetensors").is_file()
+
+
+def test_init_from_a_train_checkpoint_with_another_class_count(tiny_data, tmp_path):
+    Trainer(tiny_config(tiny_data, tmp_path / "src", optim={"iterations": 1})).fit()
+    src = tmp_path / "src" / "checkpoints" / "ckpt-00000001.pt"
+    from p3d.engine.trainer import build_model
+
+    cfg = tiny_config(tiny_data, tmp_path / "dst", model={"pretrained": str(src)})
+    m = build_model(cfg, num_classes=7)
+    sd = ck.load_checkpoint(src)["model"]
+    assert torch.equal(m.state_dict()["conv1.weight"], sd["conv1.weight"]) and m.fc.out_features == 7
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2] / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_sigterm_checkpoints_and_resume_finishes(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "run", optim={"iterations": 100000})
+    f = write_yaml(cfg, tmp_path / "cfg.yaml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p3d", "train", "--config", str(f)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "--resume" in out
+    path, state = ck.latest_checkpoint(tmp_path / "run" / "checkpoints")
+    stopped_at = state["iteration"]
+    assert stopped_at >= 2
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "p3d",
+            "train",
+            "--out",
+            str(tmp_path / "run"),
+            "--resume",
+            "--iterations",
+            str(stopped_at + 1),
+            "--no-progress",
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert ck.latest_checkpoint(tmp_path / "run" / "checkpoints")[1]["iteration"] == stopped_at + 1
