@@ -2,6 +2,7 @@
 
 from p3d.models.blocks import P3DA, P3DB, P3DC, Bottleneck, Bottleneck2D, SpatialConv, TemporalConv
 from p3d.models.c3d import C3D
+from p3d.models.fuse import fold_bn, fuse_for_inference
 from p3d.models.registry import create_model, list_models, model_info
 from p3d.models.resnet import STAGE_DEPTHS, P3DResNet, clip_len_ok, count_layers, init_temporal
 from p3d.models.summary import ModelSummary, count_flops, summarize
@@ -26,6 +27,8 @@ __all__ = [
     "model_info",
     "ModelSummary",
     "count_flops",
+    "fold_bn",
+    "fuse_for_inference",
     "summarize",
     "LoadReport",
     "load_2d_resnet",

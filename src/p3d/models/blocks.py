@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -56,15 +57,19 @@ def temporal_max_pool(x: Tensor) -> Tensor:
 
     Caffe pools with ceil rounding, so a single remaining frame passes through unchanged (that is what makes
     8-frame clips valid).  ``T`` must otherwise be even; the trunk checks clip lengths at its input.
-    Computed as an element-wise maximum of the even and odd frames in the channels-last layout, which is far
-    cheaper than a generic 3D pooling kernel.
+    Computed as one element-wise maximum of the even and odd frames (strided views, no copy), which is far
+    cheaper than a generic 3D pooling kernel or a reduction; the result is channels_last_3d like ``x``.
     """
-    n, c, t, h, w = x.shape
-    if t == 1:
+    if x.shape[2] == 1:
         return x
-    y = x.permute(0, 2, 3, 4, 1)  # (N, T, H, W, C), contiguous when x is channels_last_3d
-    y = y.reshape(n, t // 2, 2, h, w, c).amax(dim=2)
-    return y.permute(0, 4, 1, 2, 3)
+    return torch.maximum(x[:, :, 0::2], x[:, :, 1::2]).contiguous(memory_format=torch.channels_last_3d)
+
+
+def _channels_last_weight(conv: nn.Conv3d) -> None:
+    """Store a 1×k×k / k×1×1 kernel channels-last, so that the 4D view given to ``F.conv2d`` is already in the
+    layout oneDNN wants for channels-last activations (otherwise every call copies the weight).  Names, shapes
+    and values are unchanged; ``load_state_dict`` copies into the existing layout."""
+    conv.weight = nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last_3d))
 
 
 class PointwiseConv(nn.Conv3d):
@@ -76,7 +81,7 @@ class PointwiseConv(nn.Conv3d):
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         s = self.stride[1]
-        return unframes(F.conv2d(frames(x), self.weight.flatten(2).unsqueeze(-1), None, s), n)
+        return unframes(F.conv2d(frames(x), self.weight.flatten(2).unsqueeze(-1), self.bias, s), n)
 
 
 class SpatialConv(nn.Conv3d):
@@ -95,11 +100,12 @@ class SpatialConv(nn.Conv3d):
             (0, p, p),
             bias=False,
         )
+        _channels_last_weight(self)
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         w = self.weight.squeeze(2)
-        return unframes(F.conv2d(frames(x), w, None, self.stride[1:], self.padding[1:]), n)
+        return unframes(F.conv2d(frames(x), w, self.bias, self.stride[1:], self.padding[1:]), n)
 
 
 class TemporalConv(nn.Conv3d):
@@ -111,13 +117,14 @@ class TemporalConv(nn.Conv3d):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, (3, 1, 1), (1, stride, stride), (1, 0, 0), bias=False)
+        _channels_last_weight(self)
 
     def forward(self, x: Tensor) -> Tensor:
         s = self.stride[1]
         if s > 1:
             x = x[:, :, :, ::s, ::s]
         n, c, t, h, w = x.shape
-        y = F.conv2d(x.reshape(n, c, t, h * w), self.weight.squeeze(-1), None, 1, (1, 0))
+        y = F.conv2d(x.reshape(n, c, t, h * w), self.weight.squeeze(-1), self.bias, 1, (1, 0))
         return y.reshape(n, -1, t, h, w)
 
 
@@ -200,7 +207,7 @@ class P3DB(Bottleneck):
 
     def residual(self, x: Tensor) -> Tensor:
         s = self.spatial(x)
-        return self.relu(s + self.temporal_conv(x))
+        return self.relu(self.temporal_conv(x).add_(s))  # in place on bn_t's output, which nothing saves
 
 
 class P3DC(Bottleneck):
@@ -215,7 +222,7 @@ class P3DC(Bottleneck):
     def residual(self, x: Tensor) -> Tensor:
         s = self.spatial(x)
         t = self.temporal_conv(s)
-        return self.relu((s + t).mul_(0.5))
+        return self.relu(t.add_(s).mul_(0.5))  # in place on bn_t's output, which nothing saves
 
 
 class Bottleneck2D(Bottleneck):

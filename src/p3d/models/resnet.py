@@ -156,7 +156,7 @@ class P3DResNet(nn.Module):
         (see :func:`init_temporal`)."""
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                _fill(m.weight, lambda w: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"))
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -222,13 +222,15 @@ class P3DResNet(nn.Module):
 
     def _stem(self, x: Tensor) -> Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
-        # pool1: 3×3 stride-2 max over space, then (P3D) kernel-2 stride-2 max over time; max is separable.
+        # pool1: (P3D) kernel-2 stride-2 max over time and 3×3 stride-2 max over space.  Max is separable, so
+        # time goes first: the spatial pooling, the dearer of the two, then sees half the frames.
+        if self.temporal_pool:
+            x = temporal_max_pool(x)
         if self.style == "caffe":
             f = F.max_pool2d(frames(x), 3, 2, 0, ceil_mode=True)
         else:
             f = F.max_pool2d(frames(x), 3, 2, 1)
-        x = unframes(f, x.shape[0])
-        return temporal_max_pool(x) if self.temporal_pool else x
+        return unframes(f, x.shape[0])
 
     def _pool_time(self, x: Tensor) -> Tensor:
         return temporal_max_pool(x) if self.temporal_pool else x
@@ -362,7 +364,16 @@ def init_temporal(model: nn.Module, mode: str = "identity", std: float = 0.001, 
                     conv.weight[torch.arange(c), torch.arange(c), 1, 0, 0] = 1.0
             else:
                 bn.running_var.fill_(1.0)
-                conv.weight.normal_(0.0, std, generator=generator)
+                _fill(conv.weight, lambda w: w.normal_(0.0, std, generator=generator))
+
+
+@torch.no_grad()
+def _fill(weight: Tensor, init) -> None:
+    """Apply a random ``init`` in logical (contiguous) order, then copy into ``weight``'s own layout: the same
+    seed gives the same values whether the kernel is stored contiguous or channels-last (see blocks.py)."""
+    tmp = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+    init(tmp)
+    weight.copy_(tmp)
 
 
 def count_layers(model: nn.Module) -> int:
