@@ -54,8 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const=True,
         default=False,
-        metavar="CKPT",
-        help="continue from the newest good checkpoint in --out (or from CKPT)",
+        metavar="CKPT|auto",
+        help="continue from the newest good checkpoint in --out (or from CKPT); 'auto': only if one exists",
     )
     g = p.add_argument_group("model")
     g.add_argument("--model", help="registry name (default p3d199; see p3d list-models)")

@@ -212,8 +212,9 @@ def _iter_of(line: str) -> int:
 
 
 class Trainer:
-    """Train ``cfg`` (see :mod:`p3d.engine.config`).  ``resume``: continue from the newest good checkpoint in
-    the run directory (or from a given checkpoint file)."""
+    """Train ``cfg`` (see :mod:`p3d.engine.config`).  ``resume``: ``True`` continues from the newest good
+    checkpoint in the run directory (an error if there is none), ``"auto"`` does so when there is one and starts
+    afresh otherwise, a path continues from that checkpoint file."""
 
     def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False, dist_info: DistInfo | None = None) -> None:
         cfg.validate()
@@ -306,9 +307,11 @@ class Trainer:
     def _find_resume(self) -> dict[str, Any] | None:
         if not self.resume:
             return None
-        if self.resume is True:
+        if self.resume is True or self.resume == "auto":
             found = ckpt.latest_checkpoint(self.ckpt_dir)
             if found is None:
+                if self.resume == "auto":
+                    return None
                 raise FileNotFoundError(f"{self.ckpt_dir}: no checkpoint to resume from")
             self._last_ckpt, state = found
         else:
@@ -514,12 +517,14 @@ class Trainer:
                             bar.write(
                                 f"iteration {self.iteration}: validation video hit@1 {last_val['video_hit@1']:.4f}"
                             )
+                        t_window, it_window = time.perf_counter(), self.iteration  # clips/s: training only
                     if stopping:
                         status, result_signal = "stopped", self._stop_signal or int(signal.SIGTERM)
                         self.save()
                         break
                     if r.ckpt_every and self.iteration % r.ckpt_every == 0 and self.iteration < o.iterations:
                         self.save()
+                        t_window, it_window = time.perf_counter(), self.iteration
                 if status == "completed":
                     self.save()
         finally:
@@ -527,6 +532,7 @@ class Trainer:
             metrics.close()
         seconds = time.perf_counter() - t_start
         done = self.iteration - start_iteration
+        self._check_ranks_in_sync()
         if main and status == "completed":
             self._export()
         return TrainResult(
@@ -539,6 +545,16 @@ class Trainer:
             seconds=seconds,
             clips_per_s=done * clips_per_step / seconds if seconds > 0 else float("nan"),
         )
+
+    def _check_ranks_in_sync(self) -> None:
+        """Under DDP every rank must hold the same parameters; a difference means a broken setup."""
+        if not self.dist.distributed:
+            return
+        with torch.no_grad():
+            total = sum(float(p.double().sum()) for p in self.model.parameters())
+        sums = all_gather_objects(total)
+        if max(sums) != min(sums):
+            raise RuntimeError(f"ranks hold different weights after training (parameter sums {sums})")
 
     def _export(self) -> None:
         """The final weights as a self-describing ``model.safetensors`` (loads with ``create_model(...,
