@@ -86,3 +86,57 @@ def test_temporal_max_pool_is_caffe_pooling3d(t):
     x = torch.randn(2, 3, t, 5, 6).contiguous(memory_format=torch.channels_last_3d)
     want = torch.nn.functional.max_pool3d(x, (2, 1, 1), (2, 1, 1), ceil_mode=True) if t > 1 else x
     torch.testing.assert_close(temporal_max_pool(x), want)
+
+
+@pytest.mark.parametrize("conv_cls", [SpatialConv, TemporalConv, PointwiseConv])
+def test_frozen_bn_folded_into_the_conv_gives_the_same_values_and_gradients(conv_cls):
+    """conv_bn folds a BN that uses running statistics into the conv's kernel for the call: same function,
+    same gradients (float64, so any difference would be a real one)."""
+    from p3d.models.blocks import conv_bn
+
+    torch.manual_seed(0)
+    conv = conv_cls(6, 5).double()
+    bn = torch.nn.BatchNorm3d(5).double()
+    randomize(bn, seed=4)
+    bn.eval()
+    x = torch.randn(2, 6, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    folded = conv_bn(conv, bn, x)
+    (g_x, g_w, g_b) = torch.autograd.grad(folded.sin().sum(), [x, conv.weight, bn.weight])
+    plain = bn(conv(x))
+    (r_x, r_w, r_b) = torch.autograd.grad(plain.sin().sum(), [x, conv.weight, bn.weight])
+    torch.testing.assert_close(folded, plain)
+    torch.testing.assert_close(g_x, r_x)
+    torch.testing.assert_close(g_w, r_w)
+    torch.testing.assert_close(g_b, r_b)
+
+
+@pytest.mark.parametrize("t", [2, 4, 8])
+def test_temporal_max_pool_gradient(t):
+    x = torch.randn(2, 3, t, 4, 5, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(temporal_max_pool, (x,))
+    g = torch.randn(2, 3, t // 2, 4, 5, dtype=torch.float64)
+    (got,) = torch.autograd.grad(temporal_max_pool(x), x, g)
+    (want,) = torch.autograd.grad(torch.nn.functional.max_pool3d(x, (2, 1, 1)), x, g)
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_backward_stays_channels_last(frozen):
+    """Every unit hands its gradient on in the trunk's layout: a contiguous NCDHW gradient would cost a layout
+    copy at every conv (in-place ops on tracked views, or a global mean's backward, cause that)."""
+    from p3d.models import create_model
+
+    m = create_model("p3d63", width=4, layers=(2, 2, 2, 2), num_classes=3).train()
+    if frozen:
+        m.freeze_bn()
+    layouts = []
+    for _, unit in m.units():
+        unit.register_forward_hook(
+            lambda mod, inp, out: (
+                out.register_hook(lambda g: layouts.append(g.is_contiguous(memory_format=torch.channels_last_3d)))
+                and None
+            )
+        )
+    torch.nn.functional.cross_entropy(m(torch.randn(2, 3, 16, 64, 64)), torch.tensor([0, 2])).backward()
+    assert len(layouts) == 8 and all(layouts)

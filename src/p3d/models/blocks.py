@@ -52,17 +52,88 @@ def unframes(y: Tensor, n: int) -> Tensor:
     return y.reshape(n, nt // n, c, h, w).transpose(1, 2)
 
 
+def _eager_backward(x: Tensor) -> bool:
+    """Whether ``x``'s backward will run in eager autograd, where the hand-written backward passes below pay
+    off; tracing, scripting, ``torch.compile`` and export see the plain ops (and fuse them themselves)."""
+    return (
+        torch.is_grad_enabled()
+        and x.requires_grad
+        and not torch.jit.is_tracing()
+        and not torch.jit.is_scripting()
+        and not torch.compiler.is_compiling()
+    )
+
+
+def _frame_pairs(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Even and odd frames of a channels_last_3d ``(N, C, T, H, W)`` as ``(N, T/2, H·W·C)`` views (no copy)."""
+    n, c, t, h, w = x.shape
+    v = x.permute(0, 2, 3, 4, 1).reshape(n, t // 2, 2, h * w * c)
+    return v[:, :, 0], v[:, :, 1]
+
+
+def _unpairs(y: Tensor, shape: torch.Size) -> Tensor:
+    """``(N, T', H·W·C)`` contiguous → ``(N, C, T', H, W)`` channels_last_3d view."""
+    n, c, _, h, w = shape
+    return y.view(n, -1, h, w, c).permute(0, 4, 1, 2, 3)
+
+
+class _TemporalMaxPool(torch.autograd.Function):
+    """Kernel-2 stride-2 max over time whose backward routes the gradient with a saved 1-byte mask and hands it
+    on in channels_last_3d (autograd's own backward of ``maximum`` on strided frame views builds masks with four
+    element-wise passes and scatters into a contiguous NCDHW gradient, which then costs a layout copy at every
+    conv below it)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        a, b = _frame_pairs(x.contiguous(memory_format=torch.channels_last_3d))
+        first = a >= b
+        ctx.save_for_backward(first)
+        ctx.shape = x.shape
+        return _unpairs(torch.where(first, a, b), x.shape)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        (first,) = ctx.saved_tensors
+        n, c, t, h, w = ctx.shape
+        g = g.permute(0, 2, 3, 4, 1).reshape(n, t // 2, h * w * c)
+        zero = g.new_zeros(())
+        pairs = torch.stack((torch.where(first, g, zero), torch.where(first, zero, g)), dim=2)
+        return pairs.view(n, t, h, w, c).permute(0, 4, 1, 2, 3)
+
+
 def temporal_max_pool(x: Tensor) -> Tensor:
     """Max-pool time by 2 (kernel 2, stride 2) as the ``Pooling3D`` layers ``3a_pool``/``4a_pool``/``res5a_pool``.
 
     Caffe pools with ceil rounding, so a single remaining frame passes through unchanged (that is what makes
     8-frame clips valid).  ``T`` must otherwise be even; the trunk checks clip lengths at its input.
-    Computed as one element-wise maximum of the even and odd frames (strided views, no copy), which is far
-    cheaper than a generic 3D pooling kernel or a reduction; the result is channels_last_3d like ``x``.
+    Computed as one element-wise maximum of the even and odd frames of the channels-last layout (each a block
+    of contiguous memory), far cheaper than a generic 3D pooling kernel; the result is channels_last_3d.
     """
     if x.shape[2] == 1:
         return x
-    return torch.maximum(x[:, :, 0::2], x[:, :, 1::2]).contiguous(memory_format=torch.channels_last_3d)
+    if _eager_backward(x):
+        return _TemporalMaxPool.apply(x)
+    a, b = _frame_pairs(x.contiguous(memory_format=torch.channels_last_3d))
+    return _unpairs(torch.maximum(a, b), x.shape)
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward hands the gradient on in channels_last_3d.  Autograd's backward of a global
+    mean materialises a contiguous NCDHW gradient; placed at the head, this keeps the whole backward pass in
+    the trunk's layout instead of paying a layout copy at every conv."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:
+        return g.contiguous(memory_format=torch.channels_last_3d)
+
+
+def channels_last_grad(x: Tensor) -> Tensor:
+    """``x``, with its gradient (if any) delivered channels_last_3d; see :class:`_ChannelsLastGrad`."""
+    return _ChannelsLastGrad.apply(x) if _eager_backward(x) else x
 
 
 def _channels_last_weight(conv: nn.Conv3d) -> None:
@@ -72,16 +143,48 @@ def _channels_last_weight(conv: nn.Conv3d) -> None:
     conv.weight = nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last_3d))
 
 
+def _inplace_ok(x: Tensor) -> bool:
+    """In-place ops save memory passes, but not on a view that autograd tracks: there autograd rebuilds the
+    view's base in backward and hands a contiguous NCDHW gradient to every conv below (a layout copy each).
+    Conv outputs are views here (``unframes``), BN outputs are not."""
+    return not (x.requires_grad and x._is_view())
+
+
+def relu_(x: Tensor) -> Tensor:
+    """ReLU, in place where that is free (see :func:`_inplace_ok`)."""
+    return x.relu_() if _inplace_ok(x) else F.relu(x)
+
+
+def add_(x: Tensor, y: Tensor) -> Tensor:
+    """``x + y``, in place into ``x`` where that is free (see :func:`_inplace_ok`)."""
+    return x.add_(y) if _inplace_ok(x) else x + y
+
+
+def conv_bn(conv: nn.Conv3d, bn: nn.Module, x: Tensor) -> Tensor:
+    """``bn(conv(x))`` in one convolution whenever ``bn`` normalises with its running statistics.
+
+    In evaluation, and for the BatchNorms frozen during fine-tuning (paper Sec. 4.1; ``frozen: true`` in the
+    deploy files), BN is the per-channel affine map ``γ·(y − μ)/√(σ² + ε) + β``.  It is folded into this call's
+    kernel and bias — a pass over the weights instead of a pass over the activations (forward and backward);
+    gradients reach the conv weights through the fold exactly.  A BN in training mode runs as usual.
+    """
+    if not isinstance(bn, nn.BatchNorm3d) or bn.training or bn.running_var is None or bn.weight is None:
+        return bn(conv(x))
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1, 1), shift)
+
+
 class PointwiseConv(nn.Conv3d):
     """1×1×1 convolution (``*_branch2a``, ``*_branch2c``, ``*_branch1``), optionally strided in space."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        s = self.stride[1]
-        return unframes(F.conv2d(frames(x), self.weight.flatten(2).unsqueeze(-1), self.bias, s), n)
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return unframes(F.conv2d(frames(x), weight.flatten(2).unsqueeze(-1), bias, self.stride[1]), x.shape[0])
 
 
 class SpatialConv(nn.Conv3d):
@@ -102,10 +205,9 @@ class SpatialConv(nn.Conv3d):
         )
         _channels_last_weight(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
-        w = self.weight.squeeze(2)
-        return unframes(F.conv2d(frames(x), w, self.bias, self.stride[1:], self.padding[1:]), n)
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        y = F.conv2d(frames(x), weight.squeeze(2), bias, self.stride[1:], self.padding[1:])
+        return unframes(y, x.shape[0])
 
 
 class TemporalConv(nn.Conv3d):
@@ -119,12 +221,12 @@ class TemporalConv(nn.Conv3d):
         super().__init__(in_channels, out_channels, (3, 1, 1), (1, stride, stride), (1, 0, 0), bias=False)
         _channels_last_weight(self)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         s = self.stride[1]
         if s > 1:
             x = x[:, :, :, ::s, ::s]
         n, c, t, h, w = x.shape
-        y = F.conv2d(x.reshape(n, c, t, h * w), self.weight.squeeze(-1), self.bias, 1, (1, 0))
+        y = F.conv2d(x.reshape(n, c, t, h * w), weight.squeeze(-1), bias, 1, (1, 0))
         return y.reshape(n, -1, t, h, w)
 
 
@@ -164,25 +266,24 @@ class Bottleneck(nn.Module):
             self.bn_t = nn.BatchNorm3d(planes)
         self.conv3 = PointwiseConv(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm3d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
     def spatial(self, x: Tensor) -> Tensor:
         """relu(bn2(S(x))): the S path, rectified in every block type (``*_branch2b_relu``)."""
-        return self.relu(self.bn2(self.conv2(x)))
+        return relu_(conv_bn(self.conv2, self.bn2, x))
 
     def temporal_conv(self, x: Tensor) -> Tensor:
         """bn_t(T(x)), not rectified: A adds its ReLU, B and C rectify after the sum."""
-        return self.bn_t(self.conv_t(x))
+        return conv_bn(self.conv_t, self.bn_t, x)
 
     def residual(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn3(self.conv3(self.residual(out)))
-        return self.relu(out.add_(identity))
+        identity = x if self.downsample is None else conv_bn(self.downsample[0], self.downsample[1], x)
+        out = relu_(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv3, self.bn3, self.residual(out))
+        return relu_(add_(out, identity))
 
 
 class P3DA(Bottleneck):
@@ -194,7 +295,7 @@ class P3DA(Bottleneck):
     kind = "A"
 
     def residual(self, x: Tensor) -> Tensor:
-        return self.relu(self.temporal_conv(self.spatial(x)))
+        return relu_(self.temporal_conv(self.spatial(x)))
 
 
 class P3DB(Bottleneck):
@@ -207,7 +308,7 @@ class P3DB(Bottleneck):
 
     def residual(self, x: Tensor) -> Tensor:
         s = self.spatial(x)
-        return self.relu(self.temporal_conv(x).add_(s))  # in place on bn_t's output, which nothing saves
+        return relu_(add_(self.temporal_conv(x), s))  # into bn_t's output, which nothing saves
 
 
 class P3DC(Bottleneck):
@@ -222,7 +323,7 @@ class P3DC(Bottleneck):
     def residual(self, x: Tensor) -> Tensor:
         s = self.spatial(x)
         t = self.temporal_conv(s)
-        return self.relu(t.add_(s).mul_(0.5))  # in place on bn_t's output, which nothing saves
+        return relu_(add_(t, s).mul_(0.5))  # into bn_t's output (or a fresh sum), which nothing saves
 
 
 class Bottleneck2D(Bottleneck):

@@ -71,13 +71,9 @@ class C3D(nn.Module):
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected a clip batch (N, {self.in_channels}, T, H, W), got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected a clip batch (N, {self.in_channels}, T, H, W), got shape {tuple(x.shape)}")
         if x.shape[2] < 16 or min(x.shape[3:]) < 32:
-            raise ValueError(
-                f"C3D needs at least 16 frames of 32×32 (4 temporal halvings), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"C3D needs at least 16 frames of 32×32 (4 temporal halvings), got {tuple(x.shape)}")
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(N, C, T, H, W)`` → pool5 map ``(N, 8·width, 1, 4, 4)``."""

@@ -32,7 +32,10 @@ from p3d.models.blocks import (
     PointwiseConv,
     SpatialConv,
     TemporalConv,
+    channels_last_grad,
+    conv_bn,
     frames,
+    relu_,
     temporal_max_pool,
     unframes,
 )
@@ -118,7 +121,6 @@ class P3DResNet(nn.Module):
 
         self.conv1 = SpatialConv(in_channels, width, stride=2, kernel_size=7)
         self.bn1 = nn.BatchNorm3d(width)
-        self.relu = nn.ReLU(inplace=True)
 
         self.inplanes = width
         self._unit = 0  # the global unit counter the block pattern cycles over
@@ -221,7 +223,7 @@ class P3DResNet(nn.Module):
             )
 
     def _stem(self, x: Tensor) -> Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = relu_(conv_bn(self.conv1, self.bn1, x))
         # pool1: (P3D) kernel-2 stride-2 max over time and 3×3 stride-2 max over space.  Max is separable, so
         # time goes first: the spatial pooling, the dearer of the two, then sees half the frames.
         if self.temporal_pool:
@@ -261,7 +263,7 @@ class P3DResNet(nn.Module):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """res5c map → ``pool5`` ``(N, num_features)`` (``pre_logits=True``) or logits ``(N, num_classes)``."""
-        x = x.mean(dim=(2, 3, 4))
+        x = channels_last_grad(x).mean(dim=(2, 3, 4))
         if pre_logits:
             return x
         return self.fc(self.drop(x))
@@ -307,9 +309,7 @@ class P3DResNet(nn.Module):
         """Freeze every BatchNorm — running statistics used in training too, affine parameters fixed — except
         ``bn1`` (``bn_conv1``, the only ``frozen: false`` BN of the deploy files) when ``keep_first``."""
         self._frozen_bn = [
-            m
-            for n, m in self.named_modules()
-            if isinstance(m, nn.BatchNorm3d) and not (keep_first and n == "bn1")
+            m for n, m in self.named_modules() if isinstance(m, nn.BatchNorm3d) and not (keep_first and n == "bn1")
         ]
         for m in self._frozen_bn:
             for p in m.parameters():

@@ -61,9 +61,7 @@ def summarize(model: nn.Module, name: str = "", input_shape: tuple[int, ...] | N
         input_shape = (1, spec.channels, spec.clip_len, *spec.size)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     buffers = sum(b.numel() for n, b in model.named_buffers() if not n.endswith("num_batches_tracked"))
-    size_mb = (
-        sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**20
-    )
+    size_mb = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**20
     flops = count_flops(model, torch.zeros(input_shape))
     return ModelSummary(
         name, params, buffers, size_mb, flops // 2 // input_shape[0], count_layers(model), tuple(input_shape)

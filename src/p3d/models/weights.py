@@ -62,9 +62,7 @@ class LoadReport:
         ):
             if keys:
                 lines.append(
-                    f"  {title}: "
-                    + ", ".join(keys[:40])
-                    + (f", … ({len(keys)} in all)" if len(keys) > 40 else "")
+                    f"  {title}: " + ", ".join(keys[:40]) + (f", … ({len(keys)} in all)" if len(keys) > 40 else "")
                 )
         for k, want, got in self.mismatched[:40]:
             lines.append(f"  mis-shaped: {k}: model {list(want)}, file {list(got)}")
@@ -158,9 +156,7 @@ def load_2d_resnet(
                 new[key] = got
                 report.loaded.append(key)
             else:
-                report.skipped.append(
-                    f"{key} (file {list(got.shape)}, model {list(want.shape)}: class count differs)"
-                )
+                report.skipped.append(f"{key} (file {list(got.shape)}, model {list(want.shape)}: class count differs)")
             continue
         value = _inflate(key, got, want)
         if value is None:
@@ -170,9 +166,7 @@ def load_2d_resnet(
         (report.loaded if value.shape == got.shape else report.inflated).append(key)
     report.unexpected = [k for k in sd if k not in target]
     if strict and not report.ok:
-        raise WeightLoadError(
-            f"{name}: does not fit {model.pretrained_cfg.get('architecture', 'the model')}\n{report}"
-        )
+        raise WeightLoadError(f"{name}: does not fit {model.pretrained_cfg.get('architecture', 'the model')}\n{report}")
     with torch.no_grad():
         for key, value in new.items():
             target[key].copy_(value.to(target[key].dtype))
