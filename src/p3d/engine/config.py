@@ -77,6 +77,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     lr_step: int = 60000  # divide the learning rate by 10 every lr_step iterations
     lr_gamma: float = 0.1
+    warmup: int = 0  # iterations of linear learning-rate warm-up (not in the paper; for training from scratch)
     iterations: int = 150000
     batch_size: int = 16  # clips per forward pass per process
     accum_steps: int = 8  # forward/backward passes per optimizer step (16 × 8 = the paper's 128)
@@ -121,6 +122,7 @@ class TrainConfig:
             (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
             (o.iterations >= 1, f"optim.iterations must be >= 1, got {o.iterations}"),
             (o.lr_step >= 1, f"optim.lr_step must be >= 1, got {o.lr_step}"),
+            (o.warmup >= 0, f"optim.warmup must be >= 0, got {o.warmup}"),
             (o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}"),
             (o.accum_steps >= 1, f"optim.accum_steps must be >= 1, got {o.accum_steps}"),
             (r.amp in ("none", "bf16", "fp16"), f"run.amp must be none, bf16 or fp16, got {r.amp!r}"),
@@ -141,7 +143,7 @@ class TrainConfig:
 DEMO_OVERRIDES: dict[str, Any] = {
     "model": {"width": 8, "layers": [1, 1, 1, 1], "dropout": 0.0, "freeze_bn": False},
     "data": {"clip_len": 16, "size": [48, 48], "resize": [56, 56], "frame_stride": 2, "flip": False},
-    "optim": {"lr": 0.01, "weight_decay": 5e-4, "batch_size": 16, "accum_steps": 1},
+    "optim": {"lr": 0.02, "warmup": 50, "weight_decay": 5e-4, "batch_size": 8, "accum_steps": 1},
 }
 
 

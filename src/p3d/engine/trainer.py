@@ -124,6 +124,17 @@ def _load_from_train_checkpoint(model: nn.Module, path: str) -> None:
         )
 
 
+def lr_factor(step: int, gamma: float, warmup: int = 0):
+    """Learning-rate multiplier at iteration ``i``: ``gamma ** (i // step)`` (the paper's step schedule), ramped
+    linearly from ``1/warmup`` over the first ``warmup`` iterations when ``warmup > 0``."""
+
+    def factor(i: int) -> float:
+        ramp = min(1.0, (i + 1) / warmup) if warmup > 0 else 1.0
+        return ramp * gamma ** (i // step)
+
+    return factor
+
+
 def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, list[str], dict]:
     """Rebuild the trained model of a ``p3d train`` checkpoint: ``(model in eval mode, class names, state)``."""
     from p3d.models import create_model
@@ -287,7 +298,7 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=o.lr_step, gamma=o.lr_gamma)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(o.lr_step, o.lr_gamma, o.warmup))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.amp == "fp16")
 
         self.net: nn.Module = self.model
