@@ -38,7 +38,7 @@ def _cfg(args: argparse.Namespace, amp: str, data_root: str, out: str):
     _merge(
         cfg,
         {
-            "model": {"name": args.model, "freeze_bn": True},
+            "model": {"name": args.model, "freeze_bn": False},
             "data": {"root": data_root, "num_workers": args.workers},
             "optim": {"batch_size": args.batch_size, "accum_steps": 1, "iterations": args.iterations},
             "run": {
