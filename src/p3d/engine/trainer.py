@@ -170,7 +170,12 @@ def build_samples_for(cfg: TrainConfig, train: bool):
             kind, d.val_root, annotations=None if kind != "sports1m" else d.annotations, classes=d.classes
         )
     subset = d.val_subset or {"ucf101": "test", "activitynet": "validation"}.get(kind)
-    split = d.val_split if d.val_split is not None else (d.split or 1 if kind == "ucf101" else "val")
+    if d.val_split is not None:
+        split = d.val_split
+    elif kind == "ucf101":
+        split = d.split or 1  # the test list of the training split
+    else:
+        split = "val"
     return build_samples(
         kind, d.val_root or d.root, annotations=d.annotations, split=split, subset=subset, classes=d.classes
     )
@@ -302,13 +307,14 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.amp == "fp16")
 
         self.net: nn.Module = self.model
-        if cfg.run.compile:
-            self.net = torch.compile(self.net)
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DDP(self.net, device_ids=ids)
+        self.ddp = self.net  # no_sync() lives here
+        if cfg.run.compile:  # after DDP, so DDP's communication hooks stay outside the compiled graph
+            self.net = torch.compile(self.net)
 
         self.iteration, self.epoch, self.position = 0, 0, 0
         if resume_state is not None:
@@ -472,14 +478,14 @@ class Trainer:
                         x = x.to(self.device, non_blocking=True)
                         y = y.to(self.device, non_blocking=True)
                         sync = micro == o.accum_steps - 1 or not self.dist.distributed
-                        with contextlib.nullcontext() if sync else self.net.no_sync():
+                        with contextlib.nullcontext() if sync else self.ddp.no_sync():
                             with self._autocast():
                                 loss = self._loss(self.net(x), y) / o.accum_steps
                             self.scaler.scale(loss).backward()
                         loss_sum += loss.detach()
                     # One collective per iteration: the mean loss and whether any rank was signalled.
-                    flags = torch.stack([loss_sum.float(), torch.tensor(float(self._stop_signal or 0))]).to(
-                        self.device, torch.float64
+                    flags = torch.stack(
+                        [loss_sum.double(), torch.tensor(float(self._stop_signal or 0), device=self.device).double()]
                     )
                     if self.dist.distributed:
                         import torch.distributed as dist
