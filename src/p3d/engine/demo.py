@@ -196,10 +196,11 @@ def _plot(path: Path, rows: list[dict[str, Any]], chance: float) -> None:
     a1.set_ylabel("video accuracy (%)")
     a1.set_title("test accuracy")
     a1.legend()
-    for r, c in zip(rows, colors, strict=True):
+    palette = {"p3d": "tab:blue", "2d": "tab:orange", "p3d_a": "tab:green", "p3d_b": "tab:red", "p3d_c": "tab:purple"}
+    for r in rows:
         if r["loss_curve"]:
             it, loss = zip(*r["loss_curve"], strict=True)
-            a2.plot(it, loss, label=r["label"], color=c if r["key"] in ("2d", "p3d") else None)
+            a2.plot(it, loss, label=r["label"], color=palette.get(r["key"]), lw=1.2)
     a2.set_xlabel("iteration")
     a2.set_ylabel("training loss")
     a2.set_title("training loss")
