@@ -83,12 +83,13 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path, 
     assert state["iteration"] == 2 and [i for i, _ in ck.list_checkpoints(tmp_path / "checkpoints")] == [2]
 
 
-def test_bf16_grad_accumulation_and_validation(tiny_data, tmp_path):
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_grad_accumulation_and_validation(tiny_data, tmp_path, amp):
     cfg = tiny_config(
         tiny_data,
         tmp_path,
         optim={"iterations": 2, "accum_steps": 2},
-        run={"amp": "bf16", "val_every": 2},
+        run={"amp": amp, "val_every": 2},
         model={"freeze_bn": False},
     )
     res = Trainer(cfg).fit()
