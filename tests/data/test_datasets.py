@@ -177,6 +177,25 @@ def test_clip_dataset_segment_and_determinism(video):
     torch.testing.assert_close(ds[0][0], again[0][0])
 
 
+def _marker_left(clip: torch.Tensor) -> bool:
+    """True when the white top-left marker of make_frames is still on the left (the clip is not mirrored)."""
+    f = clip[:, 0].permute(1, 2, 0)
+    return bool(f[:4, :8].mean() > f[:4, -8:].mean())
+
+
+def test_clip_dataset_flip_false_never_mirrors(video):
+    s = Sample(str(video), (0,), "v")
+    draws = {}
+    for flip in (True, False):
+        ds = ClipDataset([s], SPEC, seed=0, flip=flip)
+        draws[flip] = []
+        for epoch in range(16):
+            ds.set_epoch(epoch)
+            draws[flip].append(_marker_left(ds[0][0]))
+    assert not all(draws[True])  # the default flips some draws (p = 0.5 each; 16 draws), so the check can see one
+    assert all(draws[False])
+
+
 def test_clip_dataset_skips_broken_files_and_counts_them(tmp_path, video):
     bad = tmp_path / "bad.avi"
     bad.write_text("text renamed .avi")

@@ -494,7 +494,8 @@ class ClipDataset(Dataset):
     """Training clips: item ``i`` -> ``(clip, label)``, one random clip of sample ``i`` per call.
 
     ``clip`` is ``(C, T, H, W)`` float32 as ``spec`` expects (``T = spec.clip_len`` frames every
-    ``spec.frame_stride``; random crop + flip).  ``label`` is an int (multi-hot ``(num_classes,)`` float
+    ``spec.frame_stride``; random crop, plus a random horizontal flip unless ``flip=False``, e.g. for classes
+    that a mirror would swap, such as left/right motion).  ``label`` is an int (multi-hot ``(num_classes,)`` float
     for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
     :meth:`set_epoch` each epoch.  A failing file is logged, counted and replaced by another random sample
     (up to ``max_retries`` draws; then ``RuntimeError``).
@@ -509,6 +510,7 @@ class ClipDataset(Dataset):
         short_policy: str = "loop",
         max_retries: int = 50,
         threads: int = 1,
+        flip: bool = True,
     ) -> None:
         if short_policy not in SHORT_POLICIES:
             raise ValueError(f"short_policy must be one of {SHORT_POLICIES}, got {short_policy!r}")
@@ -516,7 +518,7 @@ class ClipDataset(Dataset):
         if not self.samples:
             raise ValueError("ClipDataset needs at least one sample")
         self.spec = spec
-        self.transform = ClipTransform(spec, train=True)
+        self.transform = ClipTransform(spec, train=True, flip=flip)
         self.seed = int(seed)
         self.epoch = 0
         self.short_policy = short_policy

@@ -253,7 +253,7 @@ class Trainer:
         torch.manual_seed(s)  # identical initial weights on every rank
 
     def _setup(self) -> dict[str, Any] | None:
-        from p3d.data import ClipDataset, ClipTransform, build_loader
+        from p3d.data import ClipDataset, build_loader
 
         cfg = self.cfg
         resume_state = self._find_resume()
@@ -284,9 +284,7 @@ class Trainer:
         self.spec = self.model.input_spec
         self.multilabel = bool(self.train_samples.multilabel)
 
-        self.dataset = ClipDataset(self.train_samples, self.spec, seed=cfg.run.seed)
-        if not cfg.data.flip:  # ClipDataset always flips; the synthetic motion classes must not be mirrored
-            self.dataset.transform = ClipTransform(self.spec, train=True, flip=False)
+        self.dataset = ClipDataset(self.train_samples, self.spec, seed=cfg.run.seed, flip=cfg.data.flip)
         self.sampler = ShardedSampler(
             len(self.dataset), rank=self.dist.rank, world_size=self.dist.world_size, shuffle=True, seed=cfg.run.seed
         )
