@@ -1,4 +1,4 @@
-"""``p3d check-data``: scan a dataset, report unreadable / too-short videos and statistics."""
+"""``p3d check-data [KIND] ROOT``: scan a dataset, report unreadable / too-short videos and statistics."""
 
 from __future__ import annotations
 
@@ -6,35 +6,13 @@ import argparse
 import json
 import sys
 
+from p3d.commands._args import add_data_arguments, samples_from_args
 from p3d.data.check import check_samples
-from p3d.data.datasets import DATASET_KINDS, build_samples, write_manifest
-
-
-def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
-    """The dataset selection shared by commands that read a dataset."""
-    parser.add_argument("kind", choices=DATASET_KINDS, help="dataset format")
-    parser.add_argument("root", help="dataset folder (for 'manifest': the manifest file)")
-    parser.add_argument("--annotations", help="UCF101 split folder, Kinetics CSV, ActivityNet JSON or Sports-1M list")
-    parser.add_argument("--split", help="UCF101 split 1..3, or the Kinetics split column value")
-    parser.add_argument("--subset", help="UCF101 train/test, ActivityNet training/validation/testing")
-    parser.add_argument("--trimmed", action="store_true", help="ActivityNet: one sample per annotated segment")
-    parser.add_argument("--classes", help="file of class names, one per line")
-
-
-def samples_from_args(args: argparse.Namespace):
-    return build_samples(
-        args.kind,
-        args.root,
-        annotations=args.annotations,
-        split=args.split,
-        subset=args.subset,
-        trimmed=args.trimmed,
-        classes=args.classes,
-    )
+from p3d.data.datasets import write_manifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataset_arguments(parser)
+    add_data_arguments(parser, positional=True, title="dataset")
     parser.add_argument("--min-frames", type=int, default=16, help="shorter videos/segments are flagged (16)")
     parser.add_argument("--full-decode", action="store_true", help="decode every frame (slow, finds all damage)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")

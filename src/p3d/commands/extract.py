@@ -1,4 +1,4 @@
-"""``p3d extract INPUT -o STORE --model NAME``: video-level features of a collection (paper, Sec. 5).
+"""``p3d extract [KIND] ROOT -o STORE --model NAME``: video-level features of a collection (paper, Sec. 5).
 
 Resumable (re-running skips the videos already in STORE), sharded under torchrun (each rank writes its own
 parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with their reason.
@@ -9,36 +9,22 @@ from __future__ import annotations
 import argparse
 import os
 
+from p3d.commands._args import (
+    add_data_arguments,
+    add_model_arguments,
+    describe_data,
+    model_from_args,
+    samples_from_args,
+)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p, positional=True, title="dataset (any format of the data pipeline)")
     p.add_argument(
-        "input",
-        help="a folder of videos (class sub-folders give labels), a list file ('<path> [<label>]' lines), a "
-        "manifest .csv, or a dataset root with --dataset",
+        "-o", "--output", "--out", required=True, help="feature store directory (created; resumed if present)"
     )
-    p.add_argument("-o", "--output", required=True, help="feature store directory (created; resumed if present)")
-    g = p.add_argument_group("dataset (any format of the data pipeline)")
-    g.add_argument(
-        "--dataset",
-        default=None,
-        choices=("ucf101", "kinetics", "activitynet", "sports1m", "folder", "manifest"),
-        help="dataset kind of INPUT (default: folder / list / manifest by what INPUT is)",
-    )
-    g.add_argument("--annotations", default=None, help="annotation file or split folder of the dataset")
-    g.add_argument("--split", default=None, help="dataset split (UCF101: 1..3; Kinetics: split column value)")
-    g.add_argument("--subset", default=None, help="UCF101 train/test; ActivityNet training/validation/testing")
-    g.add_argument("--classes", default=None, help="class names file (Kinetics, Sports-1M, manifest)")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", required=True, help="registry name, e.g. p3d199, resnet50_2d (see `p3d list-models`)")
-    g.add_argument("--weights", default=None, help="weight file or pretrained tag (its preprocessing is used)")
-    g.add_argument("--num-classes", type=int, default=None, help="classifier size (when --weights does not say)")
-    g.add_argument(
-        "--model-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="constructor option, YAML value (e.g. width=8, layers=[1,1,1,1]); repeatable",
-    )
+    add_model_arguments(p)
+    g = p.add_argument_group("input")
     g.add_argument("--clip-len", type=int, default=None, help="override the model's clip length")
     g.add_argument("--size", type=int, default=None, help="override the model's crop size (square)")
     g.add_argument("--resize", type=int, nargs=2, default=None, metavar=("H", "W"), help="override the resize")
@@ -65,57 +51,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _options(args: argparse.Namespace) -> dict:
-    import yaml
-
-    opts: dict = {}
-    for kv in args.model_option:
-        key, sep, value = kv.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-option expects KEY=VALUE, got {kv!r}")
-        opts[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    if args.num_classes is not None:
-        opts["num_classes"] = args.num_classes
-    return opts
-
-
-def load_samples(args: argparse.Namespace):
-    from p3d.data import build_samples
-    from p3d.features import samples_from_path
-
-    if args.dataset is None:
-        return samples_from_path(args.input), str(args.input)
-    samples = build_samples(
-        args.dataset,
-        args.input,
-        annotations=args.annotations,
-        split=args.split,
-        subset=args.subset,
-        classes=args.classes,
-    )
-    desc = f"{args.dataset}:{args.input}" + "".join(
-        f" {k}={v}" for k, v in (("split", args.split), ("subset", args.subset)) if v is not None
-    )
-    return samples, desc
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from p3d.features import build_meta, extract_features
     from p3d.features_io import merge_features
-    from p3d.models import create_model
 
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     device = args.device or (f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    opts = _options(args)
-    if args.weights is not None:
-        from p3d.models.pretrained import pretrained_options
-
-        opts = {**pretrained_options(args.weights, args.model), **opts}
-    model = create_model(args.model, pretrained=args.weights, **opts)
+    model = model_from_args(args)
     changes = {}
     if args.clip_len is not None:
         changes["clip_len"] = args.clip_len
@@ -125,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         changes["resize"] = tuple(args.resize)
     if changes:
         model.input_spec = model.input_spec.replace(**changes)
-    samples, desc = load_samples(args)
+    samples, desc = samples_from_args(args), describe_data(args)
     meta = build_meta(
         model,
         args.model,

@@ -11,16 +11,18 @@ import argparse
 import json
 import logging
 
+from p3d.commands._args import add_data_arguments, samples_from_args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("weights", help="a p3d train checkpoint (or, with --model, a pretrained tag / .safetensors)")
     p.add_argument("--model", default=None, help="registry name when WEIGHTS is not a p3d train checkpoint")
-    g = p.add_argument_group("data (default: the checkpoint's validation list)")
-    g.add_argument("--data-kind", default=None, help="ucf101, kinetics, activitynet, sports1m, folder, manifest")
-    g.add_argument("--data-root", default=None, help="dataset folder (or manifest file)")
-    g.add_argument("--annotations", default=None, help="split folder / CSV / JSON / list")
-    g.add_argument("--split", default=None, help="UCF101 split 1..3 / Kinetics split value (default: 1 / val)")
-    g.add_argument("--subset", default=None, help="UCF101 train/test (default test)")
+    add_data_arguments(
+        p,
+        title="data (default: the checkpoint's validation list; with --data-root the kind defaults to ucf101)",
+        split_help="UCF101 split 1..3 (default 1) / Kinetics split value (default val)",
+        subset_help="UCF101 train/test (default test), ActivityNet subset (default validation)",
+    )
     g = p.add_argument_group("protocol")
     g.add_argument("--clips", type=int, default=20, help="clips per video (paper: 20)")
     g.add_argument("--clip-batch", type=int, default=8, help="clips per forward pass (bounds memory)")
@@ -33,7 +35,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _samples(args: argparse.Namespace, state: dict | None):
-    from p3d.data import build_samples
     from p3d.engine.config import TrainConfig
     from p3d.engine.trainer import build_samples_for
 
@@ -45,10 +46,7 @@ def _samples(args: argparse.Namespace, state: dict | None):
         if samples is None:
             raise ValueError("the checkpoint's configuration has no validation list; give --data-root")
         return samples
-    kind = args.data_kind or "ucf101"
-    split = args.split if args.split is not None else (1 if kind == "ucf101" else "val" if kind == "kinetics" else None)
-    subset = args.subset or {"ucf101": "test", "activitynet": "validation"}.get(kind)
-    return build_samples(kind, args.data_root, annotations=args.annotations, split=split, subset=subset)
+    return samples_from_args(args, default_kind="ucf101", for_test=True)
 
 
 def run(args: argparse.Namespace) -> int:

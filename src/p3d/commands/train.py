@@ -12,6 +12,8 @@ import argparse
 import logging
 import sys
 
+from p3d.commands._args import add_data_arguments
+
 # flag -> config key
 _FLAGS = {
     "model": "model.name",
@@ -23,6 +25,8 @@ _FLAGS = {
     "data_root": "data.root",
     "annotations": "data.annotations",
     "split": "data.split",
+    "subset": "data.train_subset",
+    "classes": "data.classes",
     "val_root": "data.val_root",
     "workers": "data.num_workers",
     "lr": "optim.lr",
@@ -68,11 +72,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-freeze-bn", action="store_true", help="train every BatchNorm (default: frozen except the first)"
     )
-    g = p.add_argument_group("data")
-    g.add_argument("--data-kind", help="ucf101 (default), kinetics, activitynet, sports1m, folder, manifest")
-    g.add_argument("--data-root", help="dataset folder (or manifest file)")
-    g.add_argument("--annotations", help="split folder / CSV / JSON / list of the dataset kind")
-    g.add_argument("--split", help="UCF101 split 1..3, or the Kinetics CSV split value for training")
+    add_data_arguments(
+        p,
+        trimmed=False,
+        split_help="UCF101 split 1..3, or the Kinetics CSV split value for training",
+        subset_help="training subset: UCF101 train, ActivityNet training",
+    )
+    g = p.add_argument_group("data (more)")
     g.add_argument("--val-root", help="validation folder/manifest (folder and manifest kinds)")
     g.add_argument("--workers", type=int, help="data loading processes (default: cores - 1)")
     g = p.add_argument_group("optimisation")

@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from p3d.commands._args import add_model_arguments
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="registry name, e.g. p3d199 (see `p3d list-models`)")
-    p.add_argument("--weights", default=None, help="weight file or pretrained tag")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier size (when --weights does not say)")
-    p.add_argument(
-        "--model-option", action="append", default=[], metavar="KEY=VALUE", help="constructor option (YAML value)"
-    )
+    add_model_arguments(p)
     p.add_argument("--class", dest="cls", required=True, help="class index, or a name from --classes")
     p.add_argument("--classes", default=None, help="class names file (one per line, or '<index> <name>')")
     p.add_argument("-o", "--output", required=True, help="animation to write: .gif or .mp4")
@@ -31,16 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from p3d.commands.extract import _options
-    from p3d.models import create_model
+    from p3d.commands._args import model_from_args
     from p3d.visualize import DeepDrawConfig, class_index_of, deepdraw, write_animation, write_strip
 
-    opts = _options(args)
-    if args.weights is not None:
-        from p3d.models.pretrained import pretrained_options
-
-        opts = {**pretrained_options(args.weights, args.model), **opts}
-    model = create_model(args.model, pretrained=args.weights, **opts)
+    model = model_from_args(args)
     names = None
     if args.classes:
         from p3d.evaluation.lists import read_class_index
