@@ -2,7 +2,21 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from p3d.engine.demo import DemoSettings, run_demo
+from p3d.evaluation.lists import read_split_list
+from p3d.evaluation.svm import Split, SVMConfig, evaluate
+from p3d.features_io import read_features
+
+
+def _svm_top1_from_store(tmp_path, store: str) -> float:
+    """Recompute a demo SVM accuracy from its feature store and the split lists, without the demo's protocol glue."""
+    fs = read_features(tmp_path / store)
+    lists = tmp_path / "data" / "ucfTrainTestlist"
+    rows = [fs.rows([v for v, _ in read_split_list(lists / f"{n}list01.txt")]) for n in ("train", "test")]
+    res = evaluate(fs.layer("pool5"), fs.labels, [Split("split1", *rows)], SVMConfig(seed=0), topk=(1,))
+    return res.summary()["top1"]
 
 
 def test_demo_pipeline_writes_the_report(tmp_path):
@@ -15,6 +29,7 @@ def test_demo_pipeline_writes_the_report(tmp_path):
         iterations=2,
         lr_step=1,
         test_clips=2,
+        feature_clips=2,
         num_workers=0,
     )
     report = run_demo(tmp_path, s, variants=False)
@@ -26,6 +41,32 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| P3D (mixed A→B→C) |" in md and "| 2D ResNet (frame-level) |" in md
     assert json.loads((tmp_path / "report.json").read_text())["chance"] == 0.5
-    # Run again: finished runs resume from their final checkpoints instead of training again.
+
+    # Representation: pool5 stores of all 12 videos, SVM accuracies that the stored features reproduce, t-SNE.
+    rep = report["representation"]
+    assert [r["key"] for r in rep["results"]] == ["p3d", "2d"]
+    for r in rep["results"]:
+        fs = read_features(tmp_path / r["store"])
+        assert len(fs) == 12 and fs.layer("pool5").shape[1] == r["dim"] and (fs.labels >= 0).all()
+        assert fs.meta["num_clips"] == 2 and fs.meta["weights"]["state_sha256"]
+        assert np.isfinite(fs.layer("pool5")).all()
+        assert 0.0 <= r["svm_top1"] <= 1.0 and (r["train_videos"], r["test_videos"]) == (10, 2)
+        assert r["svm_top1"] == _svm_top1_from_store(tmp_path, r["store"])
+        assert f"| {r['label']} pool5 | {r['dim']} | {r['svm_top1']:.1%} |" in md
+    assert (tmp_path / rep["tsne"]).read_bytes()[:4] == b"\x89PNG"
+    assert "## Representation" in md and f"]({rep['tsne']})" in md
+
+    # Run again: finished runs resume from their final checkpoints and complete feature stores are reused.
     again = run_demo(tmp_path, s, variants=False)
     assert [r["video_hit@1"] for r in again["results"]] == [r["video_hit@1"] for r in report["results"]]
+    assert [r["features"]["written"] for r in again["results"]] == [0, 0]
+    assert [r["svm_top1"] for r in again["representation"]["results"]] == [r["svm_top1"] for r in rep["results"]]
+
+
+def test_demo_without_features(tmp_path):
+    s = DemoSettings(
+        num_classes=2, videos_per_class=6, video_size=(48, 48), iterations=1, lr_step=1, test_clips=1, num_workers=0
+    )
+    report = run_demo(tmp_path, s, variants=False, features=False)
+    assert report["representation"] is None and not (tmp_path / "features").exists()
+    assert "## Representation" not in (tmp_path / "report.md").read_text()

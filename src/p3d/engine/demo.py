@@ -6,6 +6,13 @@ A→B→C units) and the frame-level 2D ResNet built from the same parts with th
 both at video level, and writes ``report.md``, ``report.json`` and ``report.png`` to the output folder.
 ``variants=True`` adds P3D-A, P3D-B and P3D-C (the paper's Table 1 in miniature: accuracy, size, speed).
 
+``features=True`` (the default) then uses both trained networks as video descriptors (paper, Sec. 5, in
+miniature): :func:`p3d.features.extract_features` writes pool5 descriptors of every train and test video
+(``feature_clips`` centre clips per video) to ``features/<model>/``, a linear SVM is trained on the train split
+and tested on the test split (:mod:`p3d.evaluation`), and ``tsne.png`` shows the t-SNE embeddings of the test
+videos' descriptors of both models side by side.  The feature stores are resumable and tied to the checkpoint
+they were computed from (sha256 of its weights): a retrained model's store is discarded and extracted again.
+
 The training settings are :data:`p3d.engine.config.DEMO_OVERRIDES`: tiny networks from scratch need trainable
 BatchNorm and a higher learning rate than the paper's fine-tuning protocol, and no horizontal flips (they
 would swap MoveLeft/MoveRight and the two rotations).  Each model's run folder is a normal ``p3d train`` run:
@@ -14,9 +21,11 @@ an interrupted demo resumes from its checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +62,7 @@ class DemoSettings:
     iterations: int = 800
     lr_step: int = 600
     test_clips: int = 5
+    feature_clips: int = 2  # clips per video for the representation study (the 32-frame videos hold ~1 clip)
     seed: int = 0
     num_workers: int | None = None
 
@@ -99,7 +109,14 @@ def demo_config(data_root: Path, run_dir: Path, model: str, options: dict[str, A
 
 
 def _train_and_test(
-    key: str, label: str, model: str, options: dict[str, Any], data_root: Path, out: Path, s: DemoSettings
+    key: str,
+    label: str,
+    model: str,
+    options: dict[str, Any],
+    data_root: Path,
+    out: Path,
+    s: DemoSettings,
+    features: bool = False,
 ) -> dict[str, Any]:
     from p3d.data import build_samples
     from p3d.engine.evaluate import evaluate
@@ -120,6 +137,7 @@ def _train_and_test(
     params = sum(p.numel() for p in net.parameters())
     losses = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     losses = [(r["iteration"], r["loss"]) for r in losses if "loss" in r]
+    row_features = _extract(key, model, net, run_dir, data_root, out, s) if features else None
     return {
         "key": key,
         "label": label,
@@ -134,10 +152,135 @@ def _train_and_test(
         "per_class": m["per_class"],
         "confusion": m["confusion"],
         "loss_curve": losses,
+        "features": row_features,
     }
 
 
-def _report(out: Path, rows: list[dict[str, Any]], s: DemoSettings, classes: list[str], seconds: float) -> str:
+def _extract(
+    key: str, model: str, net: torch.nn.Module, run_dir: Path, data_root: Path, out: Path, s: DemoSettings
+) -> dict[str, Any]:
+    """pool5 descriptors of all train and test videos into ``features/<key>`` (resumable, see the module doc)."""
+    import shutil
+
+    from p3d.data import SampleList, build_samples
+    from p3d.features import build_meta, extract_features
+    from p3d.features_io import check_meta_compatible, read_meta
+
+    train = build_samples("ucf101", data_root, subset="train")
+    test = build_samples("ucf101", data_root, subset="test")
+    samples = SampleList(train.samples + test.samples, list(train.classes))
+    ckpt = latest_checkpoint(run_dir / "checkpoints")
+    if ckpt is None:
+        raise RuntimeError(f"{run_dir}: no checkpoint to extract features from")
+    meta = build_meta(
+        net,
+        model,
+        ["pool5"],
+        num_clips=s.feature_clips,
+        flip=False,
+        map_pooling="max",
+        class_names=samples.classes,
+        dataset=f"p3d demo synthetic ({data_root})",
+    )
+    # the trained weights themselves, not the checkpoint file: a finished run rewrites its last checkpoint
+    meta["weights"] = {"checkpoint": ckpt[0].name, "state_sha256": _state_digest(net)}
+    store = out / "features" / key
+    old = read_meta(store)
+    if old is not None:
+        try:
+            check_meta_compatible(old, meta, str(store))
+        except ValueError as e:
+            log.warning("re-extracting: %s", e)
+            shutil.rmtree(store)
+    workers = s.num_workers if s.num_workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    stats = extract_features(
+        net,
+        samples,
+        store,
+        meta,
+        layers=["pool5"],
+        num_clips=s.feature_clips,
+        batch_size=32,
+        num_workers=workers,
+        flush_every=128,
+        progress=False,
+    )
+    if stats.bad:
+        raise RuntimeError(f"{store}: {len(stats.bad)} video(s) could not be read, e.g. {next(iter(stats.bad))}")
+    print(
+        f"   features: {stats.written} video(s) extracted, {stats.skipped} already done "
+        f"({stats.clips} clips in {stats.seconds:.1f} s) -> {store}",
+        flush=True,
+    )
+    return {"store": str(store.relative_to(out)), "extract_seconds": stats.seconds, "written": stats.written}
+
+
+def _state_digest(net: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, v in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _representation(out: Path, rows: list[dict[str, Any]], data_root: Path, s: DemoSettings) -> dict[str, Any]:
+    """Linear SVM (train split -> test split) on each model's pool5 store and the side-by-side t-SNE figure."""
+    import numpy as np
+
+    from p3d.evaluation.plots import plot_embeddings, tsne_embedding
+    from p3d.evaluation.protocol import build_protocol
+    from p3d.evaluation.svm import SVMConfig, evaluate
+    from p3d.features_io import read_features
+
+    lists = data_root / "ucfTrainTestlist"
+    split = (lists / "trainlist01.txt", lists / "testlist01.txt")
+    cfg = SVMConfig(seed=s.seed)
+    results, panels, names = [], {}, None
+    for r in rows:
+        fs = read_features(out / r["features"]["store"], layers=["pool5"])
+        proto = build_protocol(fs, splits=[split], classes=lists / "classInd.txt")
+        X = fs.layer("pool5")
+        res = evaluate(X, proto.labels, proto.splits, cfg, topk=(1,))
+        test_rows = proto.splits[0].test
+        shown = test_rows if len(test_rows) >= 4 else np.arange(len(X))  # t-SNE needs 4 points; toy runs have fewer
+        panels[f"{r['label']}: pool5, SVM top-1 {res.summary()['top1']:.1%}"] = (
+            tsne_embedding(X[shown], seed=s.seed),
+            proto.labels[shown],
+        )
+        names = proto.class_names
+        results.append(
+            {
+                "key": r["key"],
+                "label": r["label"],
+                "store": r["features"]["store"],
+                "dim": int(X.shape[1]),
+                "train_videos": len(proto.splits[0].train),
+                "test_videos": len(test_rows),
+                "svm_top1": res.summary()["top1"],
+                "extract_seconds": r["features"]["extract_seconds"],
+            }
+        )
+    which = "test" if len(shown) == len(test_rows) else "all"
+    plot_embeddings(panels, out / "tsne.png", names, title=f"t-SNE of pool5 descriptors, {which} videos")
+    return {
+        "layer": "pool5",
+        "clips_per_video": s.feature_clips,
+        "protocol": "linear SVM (L2-normalised, C=1) trained on trainlist01, tested on testlist01",
+        "svm": {"C": cfg.C, "normalize": cfg.normalize},
+        "tsne": "tsne.png",
+        "tsne_videos": which,
+        "results": results,
+    }
+
+
+def _report(
+    out: Path,
+    rows: list[dict[str, Any]],
+    s: DemoSettings,
+    classes: list[str],
+    seconds: float,
+    representation: dict[str, Any] | None = None,
+) -> str:
     chance = 1.0 / s.num_classes
     lines = [
         "# p3d demo: motion-only synthetic actions",
@@ -162,6 +305,23 @@ def _report(out: Path, rows: list[dict[str, Any]], s: DemoSettings, classes: lis
     for c in classes:
         cells = [r["per_class"].get(c) for r in rows]
         lines.append(f"| {c} | " + " | ".join("–" if v is None else f"{v:.0%}" for v in cells) + " |")
+    if representation is not None:
+        rep = representation["results"]
+        lines += [
+            "",
+            "## Representation",
+            "",
+            f"Each trained network as a video descriptor (paper, Sec. 5): pool5 averaged over "
+            f"{representation['clips_per_video']} centre clips per video, {representation['protocol']} "
+            f"({rep[0]['train_videos']} / {rep[0]['test_videos']} videos).",
+            "",
+            "| features | dimension | SVM top-1 | extraction s |",
+            "|---|---:|---:|---:|",
+        ]
+        for r in rep:
+            lines.append(f"| {r['label']} pool5 | {r['dim']} | {r['svm_top1']:.1%} | {r['extract_seconds']:.1f} |")
+        which, png = representation["tsne_videos"], representation["tsne"]
+        lines += ["", f"![t-SNE of the {which} videos' pool5 descriptors]({png})"]
     lines += ["", f"Total demo time: {seconds:.0f} s on {torch.get_num_threads()} torch threads."]
     text = "\n".join(lines) + "\n"
     atomic_write_bytes(out / "report.md", text.encode())
@@ -171,6 +331,7 @@ def _report(out: Path, rows: list[dict[str, Any]], s: DemoSettings, classes: lis
         "chance": chance,
         "seconds": seconds,
         "results": rows,
+        "representation": representation,
     }
     atomic_write_bytes(out / "report.json", (json.dumps(payload, indent=1) + "\n").encode())
     _plot(out / "report.png", rows, chance)
@@ -210,9 +371,12 @@ def _plot(path: Path, rows: list[dict[str, Any]], chance: float) -> None:
     plt.close(fig)
 
 
-def run_demo(out: str | Path, settings: DemoSettings | None = None, variants: bool = False) -> dict[str, Any]:
-    """Generate the data, train and test P3D and the 2D baseline (and the P3D variants); write the report.
-    Returns ``report.json``'s content."""
+def run_demo(
+    out: str | Path, settings: DemoSettings | None = None, variants: bool = False, features: bool = True
+) -> dict[str, Any]:
+    """Generate the data, train and test P3D and the 2D baseline (and the P3D variants); with ``features``,
+    the representation study of P3D and the 2D baseline; write the report.  Returns ``report.json``'s
+    content."""
     s = settings or DemoSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -223,8 +387,9 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None, variants: bo
     models = dict(MODELS)
     if variants:
         models.update(VARIANTS)
-    rows = [_train_and_test(k, *v, data_root, out, s) for k, v in models.items()]
+    rows = [_train_and_test(k, *v, data_root, out, s, features=features and k in MODELS) for k, v in models.items()]
+    rep = _representation(out, [r for r in rows if r["features"]], data_root, s) if features else None
     seconds = time.perf_counter() - t0
-    text = _report(out, rows, s, list(SYNTHETIC_CLASSES[: s.num_classes]), seconds)
+    text = _report(out, rows, s, list(SYNTHETIC_CLASSES[: s.num_classes]), seconds, rep)
     print("\n" + text)
     return json.loads((out / "report.json").read_text())

@@ -55,20 +55,14 @@ def tsne_embedding(
     return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed).fit_transform(X)
 
 
-def plot_embedding(
-    Y: np.ndarray,
-    labels: np.ndarray,
-    out: str | Path,
-    class_names: Sequence[str] | None = None,
-    title: str = "",
-) -> Path:
-    """Scatter plot of a 2-D embedding ``(N, 2)`` coloured by ``labels`` ``(N,)`` (-1: unlabelled, grey)."""
-    Y = np.asarray(Y)
-    labels = np.asarray(labels)
+def _check_embedding(Y: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Y, labels = np.asarray(Y), np.asarray(labels)
     if Y.ndim != 2 or Y.shape[1] != 2 or labels.shape != (len(Y),):
         raise ValueError(f"embedding must be (N, 2) with labels (N,), got {Y.shape} and {labels.shape}")
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    return Y, labels
+
+
+def _scatter(ax, plt, Y: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None, title: str) -> None:
     classes = [c for c in np.unique(labels) if c >= 0]
     cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
     for i, c in enumerate(classes):
@@ -84,6 +78,42 @@ def plot_embedding(
         ax.set_title(title)
     if len(classes) <= 25:
         ax.legend(fontsize=7, markerscale=1.2, loc="best", frameon=False)
+
+
+def plot_embedding(
+    Y: np.ndarray,
+    labels: np.ndarray,
+    out: str | Path,
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """Scatter plot of a 2-D embedding ``(N, 2)`` coloured by ``labels`` ``(N,)`` (-1: unlabelled, grey)."""
+    Y, labels = _check_embedding(Y, labels)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    _scatter(ax, plt, Y, labels, class_names, title)
+    path = _save(fig, out)
+    plt.close(fig)
+    return path
+
+
+def plot_embeddings(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    out: str | Path,
+    class_names: Sequence[str] | None = None,
+    title: str = "",
+) -> Path:
+    """Several embeddings side by side in one figure: panel title -> (``(N, 2)`` embedding, ``(N,)`` labels),
+    e.g. the same videos described by two models."""
+    if not panels:
+        raise ValueError("no embeddings to plot")
+    checked = {name: _check_embedding(Y, lab) for name, (Y, lab) in panels.items()}
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(checked), figsize=(5.5 * len(checked), 5.2), squeeze=False)
+    for ax, (name, (Y, lab)) in zip(axes[0], checked.items(), strict=True):
+        _scatter(ax, plt, Y, lab, class_names, name)
+    if title:
+        fig.suptitle(title)
     path = _save(fig, out)
     plt.close(fig)
     return path
