@@ -166,3 +166,21 @@ def test_extract_cli_then_svm(dataset, tmp_path, capsys):
     assert "0 video(s) written, 12 already done" in capsys.readouterr().out
     assert main(["svm", str(tmp_path / "m.safetensors"), "--kfold", "3"]) == 0
     assert "pooled: top1" in capsys.readouterr().out
+
+
+def test_iter_video_outputs_batches_across_videos():
+    from p3d.features import iter_video_outputs
+
+    sizes = []
+    clips = {k: torch.randn(n, 1, 1, 2, 2) for k, n in ((0, 3), (1, 5), (2, 2))}
+    videos = [(0, clips[0], None), (9, None, "broken"), (1, clips[1], None), (0, clips[2], None)]  # key 0 twice
+    got = list(
+        iter_video_outputs(
+            videos, lambda x: {"m": x.mean(dim=(1, 2, 3, 4))[:, None]}, batch_size=4,
+            on_batch=lambda n, _: sizes.append(n),
+        )
+    )  # fmt: skip
+    assert sizes == [4, 4, 2] and got[0] == (9, None, "broken")
+    assert [k for k, _, _ in got[1:]] == [0, 1, 0]
+    for (_, out, _), c in zip(got[1:], (clips[0], clips[1], clips[2]), strict=True):
+        np.testing.assert_allclose(out["m"][:, 0], c.mean(dim=(1, 2, 3, 4)).numpy(), rtol=1e-6)

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,6 +259,83 @@ class _ClipStream:
         return torch.cat(parts), np.concatenate(owners), np.concatenate(rows)
 
 
+def autocast(device: torch.device | str, amp: bool | str):
+    """Mixed precision of a forward pass: ``False``/``"none"`` off, ``True``/``"auto"`` the device's default
+    (bfloat16 on CPU, float16 on CUDA), ``"bf16"`` / ``"fp16"`` that dtype."""
+    device = torch.device(device)
+    if amp in (False, None, "none"):
+        return torch.autocast(device.type, enabled=False)
+    if amp in (True, "auto"):
+        return torch.autocast(device.type)
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"amp must be one of none, auto, bf16, fp16, got {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def iter_video_outputs(
+    videos: Iterable[tuple[Any, Tensor | None, str | None]],
+    forward: Callable[[Tensor], dict[str, Tensor]],
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    amp: bool | str = False,
+    on_batch: Callable[[int, float], None] | None = None,
+) -> Iterator[tuple[Any, dict[str, np.ndarray] | None, str | None]]:
+    """Run ``forward`` over the clips of many videos in full batches taken across video boundaries.
+
+    ``videos`` yields ``(key, clips, error)``: ``clips`` ``(N, C, T, H, W)`` of one video, or ``None`` with the
+    reason ``error`` when it could not be read.  ``forward`` maps a batch ``(B, C, T, H, W)`` to named ``(B, ...)``
+    outputs.  Yields ``(key, {name: (N, ...) float32 per-clip outputs}, None)`` once all of a video's clips are
+    done, or ``(key, None, error)`` for an unreadable one (as soon as it is seen, so not in input order).  At
+    most ``batch_size`` clips go through the model at once and one video's clips wait beyond the batch, so
+    memory is bounded whatever the clips per video.  ``on_batch(clips, forward_seconds)`` after every batch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    stream = _ClipStream()
+    keys: dict[int, Any] = {}  # stream slot -> caller's key (a key may repeat, e.g. a padded shard)
+    size: dict[int, int] = {}
+    filled: dict[int, int] = {}
+    pending: dict[int, dict[str, np.ndarray]] = {}
+    done: list[tuple[Any, dict[str, np.ndarray] | None, str | None]] = []
+
+    def run_batch() -> None:
+        x, owners, rows = stream.take(batch_size)
+        t = time.perf_counter()
+        with torch.inference_mode(), autocast(device, amp):
+            outs = forward(x.to(device, non_blocking=True))
+        got = {k: v.float().cpu().numpy() for k, v in outs.items()}
+        if on_batch is not None:
+            on_batch(len(owners), time.perf_counter() - t)
+        for slot in np.unique(owners).tolist():
+            sel = owners == slot
+            if slot not in pending:
+                pending[slot] = {k: np.zeros((size[slot], *a.shape[1:]), np.float32) for k, a in got.items()}
+            buf = pending[slot]
+            for k, a in got.items():
+                buf[k][rows[sel]] = a[sel]
+            filled[slot] += int(sel.sum())
+            if filled[slot] == size[slot]:
+                done.append((keys.pop(slot), pending.pop(slot), None))
+                del size[slot], filled[slot]
+
+    for slot, (key, clips, error) in enumerate(videos):
+        if clips is None:
+            yield key, None, error or "unreadable video"
+            continue
+        keys[slot], size[slot], filled[slot] = key, len(clips), 0
+        stream.push(slot, clips)
+        while stream.size >= batch_size:
+            run_batch()
+            yield from done
+            done.clear()
+    while stream.size:
+        run_batch()
+        yield from done
+        done.clear()
+
+
 def extract_features(
     model: nn.Module,
     samples: SampleList | Sequence[Sample],
@@ -273,7 +350,7 @@ def extract_features(
     clip_level: bool = False,
     num_workers: int = 2,
     device: str | torch.device = "cpu",
-    amp: bool = False,
+    amp: bool | str = False,
     rank: int = 0,
     world_size: int = 1,
     flush_every: int = 256,
@@ -309,7 +386,8 @@ def extract_features(
     with torch.inference_mode():  # fail early on a bad layer name, not after decoding the first video
         h, w = spec.size
         probe = torch.zeros(1, spec.channels, spec.clip_len, h, w, device=device)
-        dims = {n: int(reduce_layer(v, map_pooling).shape[1]) for n, v in model.forward_layers(probe, names).items()}
+        for v in model.forward_layers(probe, names).values():
+            reduce_layer(v, map_pooling)
 
     stats = ExtractStats()
     t0 = time.perf_counter()
@@ -335,68 +413,41 @@ def extract_features(
         prefetch_factor=2 if num_workers > 0 else None,
         worker_init_fn=_worker_init if num_workers > 0 else None,
     )
-    per_video = num_clips * (2 if flip else 1)
-    stream = _ClipStream()
-    pending: dict[int, dict[str, np.ndarray]] = {}
-    filled: dict[int, int] = {}
-
     from tqdm import tqdm
 
     bar = tqdm(total=len(mine), unit="video", disable=not progress, dynamic_ncols=True, desc=f"extract r{rank}")
 
-    def finish(slot: int) -> None:
-        feats = pending.pop(slot)
-        del filled[slot]
-        if flip:  # average each clip with its mirror: rows k and k + num_clips
-            feats = {n: 0.5 * (v[:num_clips] + v[num_clips:]) for n, v in feats.items()}
-        s = items[mine[slot]]
-        writer.add(
-            ids[mine[slot]],
-            {n: v.mean(axis=0) for n, v in feats.items()},
-            label=s.label,
-            clip=feats if clip_level else None,
-        )
-        stats.written += 1
-        bar.update(1)
+    def forward(x: Tensor) -> dict[str, Tensor]:
+        return {k: reduce_layer(v, map_pooling) for k, v in model.forward_layers(x, names).items()}
 
-    def run_batch(n: int) -> None:
-        x, owners, rows = stream.take(n)
-        tf = time.perf_counter()
-        x = x.to(device, non_blocking=True)
-        with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
-            outs = model.forward_layers(x, names)
-        got = {k: reduce_layer(v, map_pooling).float().cpu().numpy() for k, v in outs.items()}
-        stats.forward_seconds += time.perf_counter() - tf
-        stats.clips += len(owners)
-        for name, arr in got.items():
-            for slot in np.unique(owners):
-                sel = owners == slot
-                pending[slot][name][rows[sel]] = arr[sel]
-        for slot in np.unique(owners):
-            filled[slot] += int((owners == slot).sum())
-            if filled[slot] == per_video:
-                finish(int(slot))
+    def counted(n: int, seconds: float) -> None:
+        stats.clips += n
+        stats.forward_seconds += seconds
         if on_batch is not None:
-            on_batch(len(owners))
+            on_batch(n)
 
+    videos = ((item["index"], item["clips"], item["error"]) for item in loader)
     try:
-        for item in loader:
-            slot = item["index"]
-            if item["error"] is not None:
-                vid = ids[mine[slot]]
-                writer.add_bad(vid, item["error"])
-                stats.bad[vid] = item["error"]
-                log.warning("skipped %s: %s", items[mine[slot]].path, item["error"])
-                bar.update(1)
-                continue
-            pending[slot] = {n: np.zeros((per_video, d), np.float32) for n, d in dims.items()}
-            filled[slot] = 0
-            stream.push(slot, item["clips"])
-            while stream.size >= batch_size:
-                run_batch(batch_size)
+        for slot, feats, error in iter_video_outputs(
+            videos, forward, batch_size=batch_size, device=device, amp=amp, on_batch=counted
+        ):
+            vid = ids[mine[slot]]
+            if feats is None:
+                writer.add_bad(vid, error)
+                stats.bad[vid] = error
+                log.warning("skipped %s: %s", items[mine[slot]].path, error)
+            else:
+                if flip:  # average each clip with its mirror: rows k and k + num_clips
+                    feats = {n: 0.5 * (v[:num_clips] + v[num_clips:]) for n, v in feats.items()}
+                writer.add(
+                    vid,
+                    {n: v.mean(axis=0) for n, v in feats.items()},
+                    label=items[mine[slot]].label,
+                    clip=feats if clip_level else None,
+                )
+                stats.written += 1
+            bar.update(1)
             bar.set_postfix(bad=len(stats.bad), refresh=False)
-        while stream.size:
-            run_batch(batch_size)
     finally:
         writer.close()
         bar.close()
@@ -423,7 +474,7 @@ def forward_throughput(
     model = model.to(device).eval()
     h, w = spec.size
     x = torch.randn(batch_size, spec.channels, spec.clip_len, h, w, device=device)
-    with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+    with torch.inference_mode(), autocast(device, amp):
         for i in range(iters + 1):
             if i == 1:
                 if device.type == "cuda":

@@ -8,7 +8,9 @@
   against the top prediction);
 * per-video predictions (top-k labels and scores).
 
-A video's clips go through the model ``clip_batch`` at a time, so memory stays bounded whatever ``num_clips``.
+Clips go through the model ``clip_batch`` at a time, taken across video boundaries (the clip stream of
+:func:`p3d.features.iter_video_outputs`, shared with ``p3d extract``), so memory stays bounded whatever
+``num_clips``.
 Under ``torchrun`` each rank tests a share of the videos (the last shares padded by repeating videos);
 results are gathered and keyed by video index, so a padded duplicate is counted once.  Unreadable videos are
 logged, left out of the scores and listed in ``failed``.
@@ -101,7 +103,6 @@ def metrics_from_scores(
     }
 
 
-@torch.no_grad()
 def score_videos(
     model: nn.Module,
     dataset: Any,
@@ -117,7 +118,9 @@ def score_videos(
 ) -> tuple[dict[int, dict[str, Any]], float]:
     """Score this rank's share of a :class:`~p3d.data.VideoClipsDataset` (``flat=False``).
 
-    Returns ``{video_index: {"scores": (K,) mean softmax, "clip_hits": int, "num_clips": int, "valid": bool}}``
+    Clips go through the model ``clip_batch`` at a time, taken across video boundaries
+    (:func:`p3d.features.iter_video_outputs`, the stream ``p3d extract`` uses).  Returns
+    ``{video_index: {"scores": (K,) mean softmax, "clip_hits": int, "num_clips": int, "valid": bool}}``
     and the seconds spent.
     """
     from p3d.data import build_loader
@@ -128,39 +131,40 @@ def score_videos(
     loader = build_loader(
         dataset, 1, train=False, num_workers=num_workers, sampler=sampler, persistent_workers=False, prefetch_factor=2
     )
+    from p3d.features import iter_video_outputs
+
     was_training = model.training
     model.eval()
     out: dict[int, dict[str, Any]] = {}
+    true: dict[int, set[int]] = {}
     t0 = time.perf_counter()
     it = loader
     if progress:
         from tqdm import tqdm
 
         it = tqdm(loader, desc="test", unit="video", dynamic_ncols=True)
-    for item in it:
-        v = int(item["video_index"][0])
-        if not bool(item["valid"][0]):
+
+    def videos():
+        for item in it:
+            v = int(item["video_index"][0])
+            if not bool(item["valid"][0]):
+                yield v, None, "unreadable video"
+                continue
+            label = item["label"][0]
+            true[v] = set(torch.nonzero(label).flatten().tolist()) if label.dim() else {int(label)}
+            yield v, item["clips"][0], None  # (N, C, T, H, W)
+
+    for v, outs, _ in iter_video_outputs(
+        videos(), lambda x: {"logits": model(x)}, batch_size=clip_batch, device=device, amp=amp
+    ):
+        if outs is None:
             out[v] = {"valid": False}
             continue
-        clips = item["clips"][0]  # (N, C, T, H, W)
-        label = item["label"][0]
-        true = set(torch.nonzero(label).flatten().tolist()) if label.dim() else {int(label)}
-        probs = []
-        for chunk in clips.split(clip_batch):
-            with _autocast(device, amp):
-                logits = model(chunk.to(device, non_blocking=True))
-            probs.append(logits.float().softmax(dim=1).cpu())
-        p = torch.cat(probs)
-        hits = sum(int(i) in true for i in p.argmax(1).tolist())
+        p = torch.from_numpy(outs["logits"]).softmax(dim=1)
+        hits = sum(int(i) in true[v] for i in p.argmax(1).tolist())
         out[v] = {"valid": True, "scores": p.mean(0).numpy(), "clip_hits": hits, "num_clips": int(p.shape[0])}
     model.train(was_training)
     return out, time.perf_counter() - t0
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def evaluate(
