@@ -100,6 +100,4 @@ def flow_unit(channels: int = 2, clip_len: int = 16, size: int | tuple[int, int]
             f"a non-RGB model needs 2 channels (optical flow x, y) or an explicit InputSpec, got {channels}"
         )
     s = (size, size) if isinstance(size, int) else tuple(size)
-    return InputSpec(
-        clip_len=clip_len, size=s, channels=2, channel_order="XY", mean=(0.5, 0.5), std=(0.5, 0.5)
-    )
+    return InputSpec(clip_len=clip_len, size=s, channels=2, channel_order="XY", mean=(0.5, 0.5), std=(0.5, 0.5))

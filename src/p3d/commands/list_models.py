@@ -15,7 +15,5 @@ def run(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         spec = create_model(name, width=8) if name != "c3d" else create_model(name, width=4, fc_width=8)
         s = spec.input_spec
-        print(
-            f"{name:14s} {s.clip_len}×{s.size[0]}×{s.size[1]} {s.channel_order}  {model_info(name).description}"
-        )
+        print(f"{name:14s} {s.clip_len}×{s.size[0]}×{s.size[1]} {s.channel_order}  {model_info(name).description}")
     return 0

@@ -7,9 +7,7 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="registry name, e.g. p3d199 (see `p3d list-models`)")
-    p.add_argument(
-        "--num-classes", type=int, default=None, help="classifier size (default: the registry's, 400)"
-    )
+    p.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the registry's, 400)")
     p.add_argument("--in-channels", type=int, default=None, help="3 RGB (default), 2 optical flow")
     p.add_argument("--pattern", default=None, help="P3D block pattern: ABC (default), A, B, C")
     p.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: the model's, 16)")
