@@ -184,3 +184,12 @@ def test_iter_video_outputs_batches_across_videos():
     assert [k for k, _, _ in got[1:]] == [0, 1, 0]
     for (_, out, _), c in zip(got[1:], (clips[0], clips[1], clips[2]), strict=True):
         np.testing.assert_allclose(out["m"][:, 0], c.mean(dim=(1, 2, 3, 4)).numpy(), rtol=1e-6)
+
+
+def test_multi_label_samples_keep_all_labels(samples, tmp_path):
+    """ActivityNet untrimmed / Sports-1M samples carry several labels: the store keeps all of them."""
+    items = [Sample(s.path, labs, s.video_id) for s, labs in zip(samples[:3], [(2, 0), (1,), ()], strict=True)]
+    run(tiny(), items, tmp_path / "f", layers=["pool5"])
+    fs = read_features(tmp_path / "f")
+    assert fs.multi_labels == [(2, 0), (1,), ()]
+    np.testing.assert_array_equal(fs.labels, [2, 1, -1])

@@ -140,3 +140,79 @@ def test_errors_name_the_problem(tmp_path):
         fs.layer("res5c")
     with pytest.raises(ValueError, match="1 video id\\(s\\) of the list are not in"):
         fs.rows(["a", "nope"], "the list")
+
+
+# ActivityNet-style untrimmed videos: several classes per video; prob scores chosen for a hand-computed mAP
+_ANET = {
+    "v0": ((0, 2), [0.9, 0.1, 0.5]),
+    "v1": ((1,), [0.2, 0.8, 0.6]),
+    "v2": ((0, 1), [0.4, 0.05, 0.1]),
+    "v3": ((2,), [0.3, 0.3, 0.2]),
+}
+
+
+def _anet_store(store, rank_of=lambda vid: int(vid[1:]) % 2):
+    writers = [FeatureWriter(store, META, rank=r, flush_every=1) for r in (0, 1)]
+    for vid, (labs, prob) in _ANET.items():
+        writers[rank_of(vid)].add(vid, {"pool5": np.full(8, float(vid[1:]), np.float32), "prob": prob}, label=labs)
+    for w in writers:
+        w.close()
+    return store
+
+
+def test_multi_label_store_round_trip_merge_and_map(tmp_path):
+    from p3d.evaluation.svm import mean_average_precision, multi_hot, topk_accuracy
+
+    store = _anet_store(tmp_path / "feats")
+    fs = read_features(store)
+    assert fs.ids == ["v0", "v2", "v1", "v3"]  # rank 0's parts, then rank 1's
+    assert fs.multi_labels == [(0, 2), (0, 1), (1,), (2,)]
+    np.testing.assert_array_equal(fs.labels, [0, 0, 1, 2])  # first label, as older readers see it
+    # parts of single-label videos do not write the key: an older reader sees an unchanged single-label part
+    headers = {p.name: _header(p) for p in list_parts(store)}
+    assert sorted("multi_labels" in h for h in headers.values()) == [False, False, True, True]
+
+    merged = merge_features(store, tmp_path / "merged.safetensors")  # both rank parts, sorted by id
+    m = read_features(merged)
+    assert m.ids == ["v0", "v1", "v2", "v3"]
+    assert m.multi_labels == [_ANET[v][0] for v in m.ids]
+    np.testing.assert_array_equal(m.labels, [0, 1, 0, 2])
+    assert "multi_labels" in _header(merged)
+
+    # ActivityNet mAP by hand (interpolated AP, the challenge's classification metric):
+    #   class 0: ranking v0 .9, v2 .4, v3 .3, v1 .2; positives v0 v2 -> AP 1
+    #   class 1: ranking v1 .8, v3 .3, v0 .1, v2 .05; positives v1 v2 -> precision 1 at recall 1/2, 2/4 at 1 -> .75
+    #   class 2: ranking v1 .6, v0 .5, v3 .2, v2 .1; positives v0 v3 -> best precision 2/3 at both recalls -> 2/3
+    scores = m.layer("prob")
+    y = multi_hot(m.multi_labels, np.arange(3))
+    assert mean_average_precision(scores, y) == pytest.approx((1 + 0.75 + 2 / 3) / 3)
+    # the first label alone would miss v0 in class 2 and v2 in class 1: (1 + 1 + 1/3) / 3
+    assert mean_average_precision(scores, m.labels) == pytest.approx((1 + 1 + 1 / 3) / 3)
+    # top-1: v0 -> 0 (hit), v1 -> 1 (hit), v2 -> 0 (hit), v3 -> 0 on a tie (miss); v3's top 2 is still {0, 1}
+    assert [topk_accuracy(scores, y, k) for k in (1, 2, 3)] == [0.75, 0.75, 1.0]
+    # a hit on any true label: v1's top class 1 is the *second* label of (2, 1)
+    assert topk_accuracy(scores[1:2], multi_hot([(2, 1)], np.arange(3)), 1) == 1.0
+
+
+def test_single_label_store_has_no_multi_labels(tmp_path):
+    store = tmp_path / "feats"
+    with FeatureWriter(store, META) as w:
+        w.add("a", _video(0), label=1)
+        w.add("b", _video(1), label=(2,))  # a one-label tuple is a single label
+        w.add("c", _video(2), label=-1)
+        w.add("d", _video(3), label=())
+    fs = read_features(store)
+    assert fs.multi_labels is None
+    np.testing.assert_array_equal(fs.labels, [1, 2, -1, -1])
+    (part,) = list_parts(store)
+    assert "multi_labels" not in _header(part) and json.loads(_header(part)["labels"]) == [1, 2, None, None]
+    assert read_features(merge_features(store, tmp_path / "m.safetensors")).multi_labels is None
+    with pytest.raises(ValueError, match="label must be"):
+        FeatureWriter(tmp_path / "other", META).add("x", _video(0), label="Jump")
+
+
+def _header(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return f.metadata()

@@ -442,7 +442,7 @@ def extract_features(
                 writer.add(
                     vid,
                     {n: v.mean(axis=0) for n, v in feats.items()},
-                    label=items[mine[slot]].label,
+                    label=items[mine[slot]].labels,  # all labels of a multi-label video
                     clip=feats if clip_level else None,
                 )
                 stats.written += 1

@@ -13,9 +13,11 @@ video-level descriptor: mean of the clip descriptors, Sec. 5 of the paper), opti
 ``(m, D_layer)`` with ``clip_video`` ``(m,)`` int64 (row of ``video.*`` each clip belongs to) and
 ``clip_index`` ``(m,)`` int64 (which test clip of that video).  Its string metadata holds ``format``,
 ``version``, ``meta`` (the same JSON as ``meta.json``), ``ids`` (JSON list, the rows of ``video.*``),
-``labels`` (JSON list of int or null) and ``bad`` (JSON object ``{video id: reason}``).  ``p3d
-merge-features`` writes the whole store as one part-shaped file, so a merged ``.safetensors`` file and a
-directory are read by the same :func:`read_features`.
+``labels`` (JSON list of int or null: the first label of each video), ``multi_labels`` (JSON list of lists of
+int: all labels of each video, e.g. ActivityNet untrimmed or Sports-1M; written only by parts holding a video
+with more than one label, so single-label stores and readers older than the key are unchanged) and ``bad``
+(JSON object ``{video id: reason}``).  ``p3d merge-features`` writes the whole store as one part-shaped file,
+so a merged ``.safetensors`` file and a directory are read by the same :func:`read_features`.
 
 Why this format rather than the alternatives the issue lists:
 
@@ -60,7 +62,9 @@ class FeatureSet:
 
     Attributes:
         ids: video ids, one per row, length ``N``.
-        labels: ``(N,)`` int64, ``-1`` where the label is unknown.
+        labels: ``(N,)`` int64, ``-1`` where the label is unknown; the first label of a multi-label video.
+        multi_labels: all labels of each video (``()`` when unknown), or None when no video of the store has
+            more than one label.  ``multi_labels[i][0] == labels[i]`` wherever ``labels[i] >= 0``.
         video: layer name -> ``(N, D_layer)`` float32 video-level descriptors.
         clip: layer name -> ``(M, D_layer)`` clip descriptors (empty when not stored).
         clip_video: ``(M,)`` int64 row in ``ids`` of each clip.
@@ -78,12 +82,20 @@ class FeatureSet:
     clip_video: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     clip_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     source: str = ""
+    multi_labels: list[tuple[int, ...]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        where = self.source or "features"
         if self.labels.shape != (n,):
-            where = self.source or "features"
             raise ValueError(f"{where}: labels shape {self.labels.shape}, expected ({n},)")
+        if self.multi_labels is not None:
+            self.multi_labels = [tuple(int(c) for c in labs) for labs in self.multi_labels]
+            if len(self.multi_labels) != n:
+                raise ValueError(f"{where}: {len(self.multi_labels)} multi-label lists, expected {n}")
+            for vid, first, labs in zip(self.ids, self.labels, self.multi_labels, strict=True):
+                if (labs[0] if labs else -1) != first:
+                    raise ValueError(f"{where}: video {vid!r} has label {first} but label list {list(labs)}")
         for name, arr in self.video.items():
             if arr.ndim != 2 or arr.shape[0] != n:
                 raise ValueError(
@@ -258,7 +270,7 @@ class FeatureWriter:
 
     def _reset(self) -> None:
         self._ids: list[str] = []
-        self._labels: list[int | None] = []
+        self._labels: list[tuple[int, ...]] = []
         self._video: dict[str, list[np.ndarray]] = {}
         self._clip: dict[str, list[np.ndarray]] = {}
         self._clip_video: list[int] = []
@@ -270,10 +282,15 @@ class FeatureWriter:
         self,
         video_id: str,
         video: Mapping[str, np.ndarray],
-        label: int | None = None,
+        label: int | Sequence[int] | None = None,
         clip: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Add one video: ``video[layer]`` is ``(D,)``; ``clip[layer]`` (optional) is ``(num_clips, D)``."""
+        """Add one video: ``video[layer]`` is ``(D,)``; ``clip[layer]`` (optional) is ``(num_clips, D)``.
+
+        ``label``: a class number, or all class numbers of a multi-label video (``Sample.labels``; the first is
+        stored as ``labels``, the full list as ``multi_labels``); None, ``-1`` or ``()`` when unknown.
+        """
+        labels = _label_tuple(label, video_id)
         if self._dims and set(video) != set(self._dims):
             raise ValueError(f"video {video_id!r}: layers {sorted(video)} differ from {sorted(self._dims)}")
         for name, v in video.items():
@@ -297,7 +314,7 @@ class FeatureWriter:
             self._clip_video.extend([len(self._ids)] * int(n or 0))
             self._clip_index.extend(range(int(n or 0)))
         self._ids.append(str(video_id))
-        self._labels.append(None if label is None or int(label) < 0 else int(label))
+        self._labels.append(labels)
         self.done.add(str(video_id))
         self._maybe_flush()
 
@@ -341,17 +358,34 @@ class FeatureWriter:
         self.close()
 
 
+def _label_tuple(label: int | Sequence[int] | None, video_id: str) -> tuple[int, ...]:
+    """``label`` as a tuple of distinct class numbers in the given order (negative numbers: unknown, dropped)."""
+    if label is None:
+        return ()
+    if isinstance(label, (int, np.integer)):
+        return (int(label),) if int(label) >= 0 else ()
+    try:
+        labs = [int(c) for c in label]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"video {video_id!r}: label must be an int or a sequence of ints, got {label!r}") from e
+    return tuple(dict.fromkeys(c for c in labs if c >= 0))
+
+
 def _part_metadata(
-    meta: Mapping[str, Any], ids: Sequence[str], labels: Sequence[int | None], bad: Mapping[str, str]
+    meta: Mapping[str, Any], ids: Sequence[str], labels: Sequence[Sequence[int]], bad: Mapping[str, str]
 ) -> dict[str, str]:
-    return {
+    """Header of a part; ``labels`` holds each video's label tuple (``()`` when unknown)."""
+    md = {
         "format": FORMAT,
         "version": str(VERSION),
         "meta": json.dumps(meta),
         "ids": json.dumps(list(ids)),
-        "labels": json.dumps(list(labels)),
+        "labels": json.dumps([int(labs[0]) if labs else None for labs in labels]),
         "bad": json.dumps(dict(bad)),
     }
+    if any(len(labs) > 1 for labs in labels):
+        md["multi_labels"] = json.dumps([[int(c) for c in labs] for labs in labels])
+    return md
 
 
 def _read_part(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
@@ -382,6 +416,8 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
 
     ids: list[str] = []
     labels: list[int] = []
+    multi: list[tuple[int, ...]] = []
+    any_multi = False
     video: dict[str, list[np.ndarray]] = {}
     clip: dict[str, list[np.ndarray]] = {}
     clip_video: list[np.ndarray] = []
@@ -395,6 +431,13 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
             meta = json.loads(md["meta"])
         part_ids = json.loads(md["ids"])
         part_labels = json.loads(md["labels"])
+        if "multi_labels" in md:
+            any_multi = True
+            part_multi = [tuple(labs) for labs in json.loads(md["multi_labels"])]
+            if len(part_multi) != len(part_ids):
+                raise ValueError(f"{f}: {len(part_multi)} multi-label lists for {len(part_ids)} videos")
+        else:
+            part_multi = [() if lab is None else (int(lab),) for lab in part_labels]
         bad.update(json.loads(md.get("bad", "{}")))
         keep = []
         for i, vid in enumerate(part_ids):
@@ -407,6 +450,7 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
         base = len(ids)
         ids.extend(part_ids[i] for i in keep)
         labels.extend(-1 if part_labels[i] is None else int(part_labels[i]) for i in keep)
+        multi.extend(part_multi[i] for i in keep)
         names = sorted(k[len("video.") :] for k in t if k.startswith("video."))
         if want is not None:
             missing = [n for n in want if n not in names]
@@ -448,6 +492,7 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
         clip_video=np.concatenate(clip_video) if clip_video else np.zeros(0, np.int64),
         clip_index=np.concatenate(clip_index) if clip_index else np.zeros(0, np.int64),
         source=str(path),
+        multi_labels=multi if any_multi else None,
     )
 
 
@@ -462,7 +507,10 @@ def write_features(fs: FeatureSet, out: str | Path) -> Path:
         tensors.update({f"clip.{n}": v for n, v in fs.clip.items()})
         tensors["clip_video"] = fs.clip_video.astype(np.int64)
         tensors["clip_index"] = fs.clip_index.astype(np.int64)
-    labels = [None if lab < 0 else int(lab) for lab in fs.labels]
+    if fs.multi_labels is not None:
+        labels = fs.multi_labels
+    else:
+        labels = [() if lab < 0 else (int(lab),) for lab in fs.labels]
     _save_part(out, tensors, _part_metadata(fs.meta, fs.ids, labels, fs.bad))
     return out
 
@@ -500,4 +548,5 @@ def _take(fs: FeatureSet, rows: np.ndarray) -> FeatureSet:
         clip_video=cv,
         clip_index=ci,
         source=fs.source,
+        multi_labels=None if fs.multi_labels is None else [fs.multi_labels[i] for i in rows],
     )

@@ -135,3 +135,40 @@ def test_class_index_errors(tmp_path, bad):
     p.write_text(bad)
     with pytest.raises(ValueError, match="c.txt"):
         read_class_index(p)
+
+
+def test_svm_multi_label_store_reports_activitynet_map(tmp_path, capsys):
+    """Untrimmed videos with two classes: the SVM trains on the first label, mAP counts every true label."""
+    from p3d.evaluation.svm import Split, SVMConfig, fit_predict, mean_average_precision, multi_hot
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 3
+    store = tmp_path / "anet"
+    with FeatureWriter(store, {"model": "synthetic", "class_names": CLASSES}, flush_every=7) as w:
+        for i in range(36):
+            c = i % 3
+            labs = (c, (c + 1) % 3) if i % 4 == 0 else (c,)  # every 4th video also shows the next class
+            x = centres[list(labs)].mean(0) + rng.normal(size=16)
+            w.add(f"v{i:02d}", {"pool5": np.abs(x)}, label=labs)
+    fs = read_features(store)
+    assert sum(len(labs) > 1 for labs in fs.multi_labels) == 9
+    train = write(tmp_path / "train.txt", [f"v{i:02d}" for i in range(24)])
+    test = write(tmp_path / "test.txt", [f"v{i:02d}" for i in range(24, 36)])
+    out = tmp_path / "r.json"
+    assert main(["svm", str(store), "--split", str(train), str(test), "--json", str(out)]) == 0
+    assert "multi-label: 9 video(s)" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["multi_label_videos"] == 9
+
+    # by hand: the same SVM, positives of each class = every test video holding it among its labels
+    split = Split("s", np.arange(24), np.arange(24, 36))
+    classes, scores, first = fit_predict(fs.layer(), fs.labels, split, SVMConfig())
+    y = multi_hot(fs.multi_labels[24:], classes)
+    assert res["mean"]["mAP"] == pytest.approx(mean_average_precision(scores, y))
+    assert res["mean"]["mAP"] != pytest.approx(mean_average_precision(scores, first))
+    top1 = np.argmax(scores, axis=1)
+    assert res["mean"]["top1"] == pytest.approx(np.mean(y[np.arange(12), top1]))
+    # pooled k-fold predictions are scored multi-label too
+    assert main(["svm", str(store), "--kfold", "3", "--json", str(out)]) == 0
+    pooled = json.loads(out.read_text())["pooled"]
+    assert 0.5 < pooled["mAP"] <= 1 and 0.5 < pooled["top1"] <= 1

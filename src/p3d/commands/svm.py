@@ -1,4 +1,9 @@
-"""``p3d svm FEATURES``: linear-SVM evaluation of video representations (paper, Sec. 5, Tables 4-7)."""
+"""``p3d svm FEATURES``: linear-SVM evaluation of video representations (paper, Sec. 5, Tables 4-7).
+
+Multi-label stores (``p3d extract`` of ActivityNet untrimmed videos or Sports-1M lists) keep every label of a
+video: the SVM trains on the first label, while mAP (ActivityNet: per-class AP over the videos ranked by score,
+averaged over classes) and top-k (a hit when any true label is in the top k) use all of them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,10 @@ from p3d.commands._evalargs import add_protocol_arguments, protocol_kwargs, writ
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = (
+        "Multi-label videos (ActivityNet untrimmed, Sports-1M) keep all their labels in the store: the SVM trains "
+        "on the first label, mAP and top-k count every true label (a hit when any is in the top k)."
+    )
     p.add_argument("features", help="feature store directory or merged .safetensors file written by `p3d extract`")
     p.add_argument("--layer", default=None, help="layer to evaluate (default: pool5 if present, else the first)")
     add_protocol_arguments(p)
@@ -26,10 +35,16 @@ def run(args: argparse.Namespace) -> int:
     layer = args.layer or ("pool5" if "pool5" in fs.video else fs.layers[0])
     proto = build_protocol(fs, **protocol_kwargs(args))
     cfg = SVMConfig(C=args.C, normalize=args.normalize, pca=args.pca, seed=args.seed)
-    res = evaluate(X, proto.labels, proto.splits, cfg, topk=args.topk, pool=proto.pool)
+    res = evaluate(X, proto.labels, proto.splits, cfg, topk=args.topk, pool=proto.pool, multi_labels=proto.multi_labels)
+    n_multi = 0 if proto.multi_labels is None else sum(len(labs) > 1 for labs in proto.multi_labels)
     model = fs.meta.get("model", "?")
     print(f"{fs.source}: {len(fs)} videos, model {model}, layer {layer} ({X.shape[1]}-d)")
     print(f"protocol: {proto.description}; C={args.C}, normalize={args.normalize}, pca={args.pca}")
+    if n_multi:
+        print(
+            f"multi-label: {n_multi} video(s) with several labels; the SVM trains on the first label, "
+            "mAP and top-k count every true label"
+        )
     if len(res.per_split) <= 10:
         for name, m in zip(res.split_names, res.per_split, strict=True):
             print(f"  {name}: " + "  ".join(f"{k} {100 * v:.2f}%" for k, v in m.items()))
@@ -45,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             "layer": layer,
             "dim": int(X.shape[1]),
             "protocol": proto.description,
+            "multi_label_videos": n_multi,
             "config": {"C": args.C, "normalize": args.normalize, "pca": args.pca, "seed": args.seed},
             "splits": dict(zip(res.split_names, res.per_split, strict=True)),
             "mean": res.mean,

@@ -4,6 +4,10 @@ Labels of a video, in order of precedence: the label column of a split list, a `
 stored in the feature file by ``p3d extract`` (known when the input was a labelled dataset), and finally the
 video's parent directory when it names a class of the class index (UCF101's ``testlist0X.txt`` has no label
 column but its paths are ``<class>/<video>.avi``).
+
+Multi-label videos (ActivityNet untrimmed, Sports-1M): when the feature file stores all labels of each video
+(``FeatureSet.multi_labels``), the protocol carries them for the metrics; a video whose label is overridden by a
+list or label file has that single label.
 """
 
 from __future__ import annotations
@@ -27,13 +31,17 @@ from p3d.features_io import FeatureSet
 
 @dataclass
 class Protocol:
-    """Labels ``(N,)`` (-1 unknown) for the rows of a feature set, the splits, and how to report them."""
+    """Labels ``(N,)`` (-1 unknown) for the rows of a feature set, the splits, and how to report them.
+
+    ``multi_labels``: all true classes of each row (None for single-label data); ``labels`` is the first.
+    """
 
     labels: np.ndarray
     splits: list[Split]
     pool: bool
     class_names: list[str] | None
     description: str
+    multi_labels: list[tuple[int, ...]] | None = None
 
 
 def _class_index(fs: FeatureSet, classes: str | Path | None) -> ClassIndex | None:
@@ -110,6 +118,14 @@ def build_protocol(
                 f"matching their folder names): {', '.join(map(repr, missing[:5]))}"
             )
 
+    def multi() -> list[tuple[int, ...]] | None:
+        if fs.multi_labels is None:
+            return None
+        return [
+            labs if y[r] == fs.labels[r] else ((int(y[r]),) if y[r] >= 0 else ())
+            for r, labs in enumerate(fs.multi_labels)
+        ]
+
     out: list[Split] = []
     if splits:
         for i, (train_file, test_file) in enumerate(splits):
@@ -130,7 +146,7 @@ def build_protocol(
                 )
             out.append(Split(f"split{i + 1}", parts[0], parts[1]))
         desc = f"{len(splits)} train/test split(s), mean over splits"
-        return Protocol(y, out, False, lab.names, desc)
+        return Protocol(y, out, False, lab.names, desc, multi())
 
     rows = np.arange(len(fs.ids))
     fill_from_dirs(rows)
@@ -158,4 +174,4 @@ def build_protocol(
         sp = leave_one_group_out_splits(g[known])
         desc = f"leave-one-group-out ({len(sp)} groups), pooled held-out predictions"
     out = [Split(s.name, known[s.train], known[s.test]) for s in sp]
-    return Protocol(y, out, True, lab.names, desc)
+    return Protocol(y, out, True, lab.names, desc, multi())

@@ -66,21 +66,24 @@ def make_classifier(cfg: SVMConfig, n_train: int, dim: int):  # -> sklearn Pipel
 
 
 def topk_accuracy(scores: np.ndarray, y: np.ndarray, k: int = 1) -> float:
-    """Fraction of rows whose true class is among the ``k`` highest scores.
+    """Fraction of rows with a true class among the ``k`` highest scores.
 
     Args:
         scores: ``(N, K)`` class scores.  y: ``(N,)`` column index of the true class, ``-1`` if the class is not
-            among the columns (then the row counts as wrong).
+            among the columns (then the row counts as wrong), or ``(N, K)`` multi-hot: a row is a hit when *any*
+            of its true classes is in its top ``k`` (as ``p3d test`` counts multi-label videos).
     Ties are broken by column order (stable sort), so a constant score row is not counted as correct for free.
     """
     scores = np.asarray(scores)
     y = np.asarray(y)
-    if scores.ndim != 2 or y.shape != (scores.shape[0],):
-        raise ValueError(f"scores must be (N, K) and y (N,), got {scores.shape} and {y.shape}")
+    if scores.ndim != 2 or (y.shape != (scores.shape[0],) and y.shape != scores.shape):
+        raise ValueError(f"scores must be (N, K) and y (N,) or (N, K), got {scores.shape} and {y.shape}")
     if len(y) == 0:
         raise ValueError("no samples to score")
     k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    if y.ndim == 2:
+        return float(np.mean(np.take_along_axis(y.astype(bool), top, axis=1).any(axis=1)))
     return float(np.mean((top == y[:, None]).any(axis=1)))
 
 
@@ -144,7 +147,8 @@ def mean_average_precision(scores: np.ndarray, y: np.ndarray, interpolated: bool
 
 
 def classification_metrics(scores: np.ndarray, y: np.ndarray, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """``{"top1": ..., "top5": ..., "mAP": ...}`` for ``(N, K)`` scores and ``(N,)`` true column indices."""
+    """``{"top1": ..., "top5": ..., "mAP": ...}`` for ``(N, K)`` scores and ``(N,)`` true column indices or
+    ``(N, K)`` multi-hot true classes."""
     out = {f"top{k}": topk_accuracy(scores, y, k) for k in sorted(set(topk) | {1})}
     out["mAP"] = mean_average_precision(scores, y)
     return out
@@ -206,6 +210,22 @@ class ProtocolResult:
         return dict(self.pooled) if self.pooled is not None else dict(self.mean)
 
 
+def multi_hot(label_sets: Sequence[Sequence[int]], classes: np.ndarray) -> np.ndarray:
+    """``(N, len(classes))`` bool: row ``i`` is True at the columns of ``classes`` found in ``label_sets[i]``.
+
+    Labels not among ``classes`` (``classes``: sorted class numbers) have no column and are dropped.
+    """
+    classes = np.asarray(classes)
+    out = np.zeros((len(label_sets), len(classes)), dtype=bool)
+    for i, labs in enumerate(label_sets):
+        labs = np.asarray(list(labs), dtype=np.int64)
+        cols = np.searchsorted(classes, labs)
+        ok = cols < len(classes)
+        ok[ok] = classes[cols[ok]] == labs[ok]
+        out[i, cols[ok]] = True
+    return out
+
+
 def _scores(model, X: np.ndarray, n_classes: int) -> np.ndarray:
     d = model.decision_function(X)
     if d.ndim == 1:  # binary LinearSVC: one score, positive = classes_[1]
@@ -239,6 +259,7 @@ def evaluate(
     cfg: SVMConfig = SVMConfig(),
     topk: Sequence[int] = (1, 5),
     pool: bool = False,
+    multi_labels: Sequence[Sequence[int]] | None = None,
 ) -> ProtocolResult:
     """Run the linear SVM over ``splits`` of ``X`` ``(N, D)`` with labels ``y`` ``(N,)`` (-1: unknown).
 
@@ -246,11 +267,23 @@ def evaluate(
     together; with ``pool=False`` (e.g. UCF101's three train/test splits) the headline is the mean over splits.
     Videos with an unknown label must not be in any split (raises).  Test videos of classes absent from a
     split's training set count as errors (with a warning).
+
+    ``multi_labels`` (ActivityNet untrimmed, Sports-1M): all true classes of each of the ``N`` videos.  The SVM
+    still trains one-vs-rest on the single label ``y``; the metrics use every true class: a class's AP counts
+    each video holding it as a positive (ActivityNet mean AP), and a video is a top-k hit when any of its
+    classes is in its top k.  Classes that are never a training label have no classifier and are left out.
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise ValueError(f"features must be (N, D) with labels (N,), got {X.shape} and {y.shape}")
+    if multi_labels is not None:
+        if len(multi_labels) != len(y):
+            raise ValueError(f"multi_labels has {len(multi_labels)} entries, expected one per video ({len(y)})")
+        # the training label is always one of the true classes
+        multi_labels = [
+            tuple(dict.fromkeys([int(y[i]), *labs] if y[i] >= 0 else labs)) for i, labs in enumerate(multi_labels)
+        ]
     if not np.isfinite(X).all():
         raise ValueError("features contain NaN or infinite values")
     if not splits:
@@ -272,6 +305,8 @@ def evaluate(
                 f"split {s.name!r}: {(ytrue < 0).sum()} test video(s) of classes absent from training",
                 stacklevel=2,
             )
+        if multi_labels is not None:
+            ytrue = multi_hot([multi_labels[i] for i in s.test], classes)
         m = {f"top{k}": topk_accuracy(scores, ytrue, k) for k in sorted(set(topk) | {1})}
         if len(s.test) > 1:
             with warnings.catch_warnings():
@@ -288,7 +323,10 @@ def evaluate(
         full = np.full((len(s.test), len(all_classes)), -np.inf)
         full[:, np.searchsorted(all_classes, classes)] = scores
         pooled_scores.append(full)
-        pooled_true.append(np.searchsorted(all_classes, y[s.test]))
+        if multi_labels is not None:
+            pooled_true.append(multi_hot([multi_labels[i] for i in s.test], all_classes))
+        else:
+            pooled_true.append(np.searchsorted(all_classes, y[s.test]))
         pooled_rows.append(s.test)
     keys = sorted(set().union(*per), key=lambda k: (k != "top1", k))
     mean = {k: float(np.mean([m[k] for m in per if k in m])) for k in keys}
