@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from p3d.data.datasets import Sample, SampleList, VideoClipsDataset
+from p3d.data.loader import default_num_workers
 from p3d.data.video import VideoReader, list_videos
 from p3d.evaluation.lists import normalize_id
 from p3d.features_io import FeatureWriter
@@ -348,7 +349,7 @@ def extract_features(
     batch_size: int = 32,
     map_pooling: str = "max",
     clip_level: bool = False,
-    num_workers: int = 2,
+    num_workers: int | None = None,
     device: str | torch.device = "cpu",
     amp: bool | str = False,
     rank: int = 0,
@@ -404,6 +405,8 @@ def extract_features(
                 writer.add_bad(mid, "file not found (listed by the dataset's annotations)")
                 stats.bad[mid] = "file not found"
     ds = _VideoClips([items[i] for i in mine], spec, num_clips, flip)
+    if num_workers is None:
+        num_workers = default_num_workers(device)
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=None,

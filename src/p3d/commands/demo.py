@@ -38,7 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the representation study (pool5 features, linear SVM, t-SNE of P3D and the 2D baseline)",
     )
-    p.add_argument("--workers", type=int, default=None, help="data loading processes (default: cores - 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data loading processes (default: the spare cores; 0 = in-process)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,7 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-level", action="store_true", help="also store every clip's descriptor")
     g = p.add_argument_group("run")
     g.add_argument("--batch-size", type=int, default=32, help="clips per forward pass, across videos (default 32)")
-    g.add_argument("--workers", type=int, default=2, help="decoding worker processes (default 2; 0: in-process)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: the spare cores; 0 = in-process)",
+    )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:$LOCAL_RANK if available)")
     g.add_argument("--amp", action="store_true", help="autocast (bfloat16 on CPU, float16 on CUDA)")
     g.add_argument("--flush-every", type=int, default=256, help="videos per written part (default 256)")

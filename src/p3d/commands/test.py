@@ -29,7 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--topk", type=int, default=5, help="k of video hit@k (default 5)")
     g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     g.add_argument("--device", default="auto")
-    g.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decoding processes (default: the spare cores; 0 = in-process)",
+    )
     g.add_argument("--max-videos", type=int, default=None, help="test only the first N videos")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint run>/test or ./p3d-test)")
 

@@ -80,7 +80,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("data (more)")
     g.add_argument("--val-root", help="validation folder/manifest (folder and manifest kinds)")
-    g.add_argument("--workers", type=int, help="data loading processes (default: cores - 1)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="data loading processes (default: the spare cores; 0 = in-process)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--lr", type=float, help="base learning rate (paper 0.001)")
     g.add_argument("--lr-step", type=int, help="divide the lr by 10 every N iterations (paper 60000)")

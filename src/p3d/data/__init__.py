@@ -32,7 +32,7 @@ from p3d.data.datasets import (
     parse_ucf101,
     write_manifest,
 )
-from p3d.data.loader import build_loader
+from p3d.data.loader import build_loader, default_num_workers
 from p3d.data.sampling import clip_indices, sample_test_clips, sample_train_clip
 from p3d.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from p3d.data.synthetic import make_synthetic_dataset, render_video
@@ -52,6 +52,7 @@ __all__ = [
     "VideoReadError",
     "VideoReader",
     "build_loader",
+    "default_num_workers",
     "build_samples",
     "clip_indices",
     "list_videos",

@@ -65,7 +65,7 @@ class DataConfig:
     resize: list[int] = field(default_factory=lambda: [182, 242])
     frame_stride: int = 1
     flip: bool = True  # random horizontal flip (turn off when left/right is the class, e.g. the demo)
-    num_workers: int | None = None  # default: cores - 1
+    num_workers: int | None = None  # default: p3d.data.default_num_workers
     val_clips: int = 5  # clips per video for the periodic validation (the final test uses 20)
     val_max_videos: int | None = None  # cap the periodic validation (first N videos of the list)
 

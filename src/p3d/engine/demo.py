@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,7 +191,7 @@ def _extract(
         except ValueError as e:
             log.warning("re-extracting: %s", e)
             shutil.rmtree(store)
-    workers = s.num_workers if s.num_workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    workers = s.num_workers  # None: p3d.data.default_num_workers
     stats = extract_features(
         net,
         samples,
