@@ -51,6 +51,13 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path):
     assert its == [1, 2, 3, 4, 5, 6]
 
 
+def test_bare_resume_keeps_the_runs_iteration_budget(tiny_data, tmp_path):
+    Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 3})).fit()
+    again = Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 50}), resume=True, keep_budget=True)
+    res = again.fit()
+    assert res.iteration == 3 and again.cfg.optim.iterations == 3
+
+
 def test_frozen_bn_stays_frozen_and_first_bn_trains(tiny_data, tmp_path):
     t = Trainer(tiny_config(tiny_data, tmp_path, optim={"iterations": 2}))
     t._setup()

@@ -125,7 +125,14 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, overrides_from_args(args))
-    trainer = Trainer(cfg, resume=args.resume)
+    # A bare `--resume` keeps the run's own iteration budget; --iterations, --config or --set optim.iterations=…
+    # given again decide it (e.g. to extend a finished run).
+    budget_given = (
+        args.iterations is not None
+        or args.config is not None
+        or any(o.split("=", 1)[0].strip() == "optim.iterations" for o in args.overrides)
+    )
+    trainer = Trainer(cfg, resume=args.resume, keep_budget=bool(args.resume) and not budget_given)
     try:
         result = trainer.fit()
     except DivergenceError as e:

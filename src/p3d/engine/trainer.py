@@ -232,8 +232,17 @@ class Trainer:
     checkpoint in the run directory (an error if there is none), ``"auto"`` does so when there is one and starts
     afresh otherwise, a path continues from that checkpoint file."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool | str | Path = False, dist_info: DistInfo | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        resume: bool | str | Path = False,
+        dist_info: DistInfo | None = None,
+        keep_budget: bool = False,
+    ) -> None:
+        """``keep_budget``: on resume, keep the checkpoint's iteration budget instead of ``cfg``'s (a bare
+        ``p3d train --out RUN --resume`` must not replace the run's budget by the default one)."""
         cfg.validate()
+        self.keep_budget = keep_budget
         self.cfg = cfg
         self.dist = dist_info or init_distributed(cfg.run.device)
         self.device = self.dist.device
@@ -262,7 +271,8 @@ class Trainer:
             saved = TrainConfig.from_dict(resume_state["config"])
             saved.run.out_dir = cfg.run.out_dir
             saved.run.progress = cfg.run.progress
-            saved.optim.iterations = cfg.optim.iterations  # allow extending a finished run
+            if not self.keep_budget:
+                saved.optim.iterations = cfg.optim.iterations  # allow extending a finished run
             self.cfg = cfg = saved
         self._seed()
         self.train_samples = build_samples_for(cfg, train=True)
