@@ -156,6 +156,28 @@ def _parity(model: nn.Module, run, input_shape: tuple[int, ...], batches: tuple[
     return diff, ref
 
 
+def _verified(
+    model: nn.Module,
+    path: Path,
+    kind: str,
+    load,
+    input_shape: tuple[int, ...],
+    batches: tuple[int, ...],
+    t0: float,
+    check: bool,
+    atol: float,
+    seed: int,
+) -> ExportResult:
+    """Time the export started at ``t0``, then reload the saved file with ``load`` and check it against
+    ``model`` on seeded clips of the given batch sizes (``_check`` raises past ``atol``)."""
+    seconds = time.perf_counter() - t0
+    diff = ref = 0.0
+    if check:
+        diff, ref = _parity(model, load(str(path)), input_shape, batches, seed)
+        _check(diff, ref, atol, {"torchscript": "TorchScript", "export": "torch.export"}[kind], path)
+    return ExportResult(path, kind, tuple(input_shape), diff, ref, seconds)
+
+
 def export_torchscript(
     model: nn.Module,
     path: str | Path,
@@ -176,13 +198,7 @@ def export_torchscript(
         traced = torch.jit.trace(model, (x,), check_trace=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.jit.save(traced, str(path), _extra_files={"p3d_config.json": json.dumps(_config(model))})
-    seconds = time.perf_counter() - t0
-    diff = ref = 0.0
-    if check:
-        loaded = torch.jit.load(str(path))
-        diff, ref = _parity(model, loaded, input_shape, (input_shape[0],), seed)
-        _check(diff, ref, atol, "TorchScript", path)
-    return ExportResult(path, "torchscript", tuple(input_shape), diff, ref, seconds)
+    return _verified(model, path, "torchscript", torch.jit.load, input_shape, (input_shape[0],), t0, check, atol, seed)
 
 
 def export_program(
@@ -201,13 +217,18 @@ def export_program(
     ep = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(ep, str(path), extra_files={"p3d_config.json": json.dumps(_config(model))})
-    seconds = time.perf_counter() - t0
-    diff = ref = 0.0
-    if check:
-        loaded = torch.export.load(str(path)).module()
-        diff, ref = _parity(model, loaded, input_shape, (input_shape[0], input_shape[0] + 1), seed)
-        _check(diff, ref, atol, "torch.export", path)
-    return ExportResult(path, "export", tuple(input_shape), diff, ref, seconds)
+    return _verified(
+        model,
+        path,
+        "export",
+        lambda f: torch.export.load(f).module(),
+        input_shape,
+        (input_shape[0], input_shape[0] + 1),
+        t0,
+        check,
+        atol,
+        seed,
+    )
 
 
 def export_model(
