@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from p3d.models import P3DA, P3DB, P3DC, Bottleneck2D, SpatialConv, TemporalConv
-from p3d.models.blocks import PointwiseConv, temporal_max_pool
+from p3d.models.blocks import PointwiseConv
+from p3d.models.layers import temporal_max_pool
 from tests.models.reference import p3d_unit, randomize
 
 KINDS = {"A": P3DA, "B": P3DB, "C": P3DC, "S": Bottleneck2D}
@@ -53,8 +54,8 @@ def test_c_averages_its_paths_not_sums():
     m = _unit("C", 8, 8, 1, "caffe")
     x = torch.randn(1, 8, 4, 6, 6)
     with torch.no_grad():
-        s = m.spatial(x)
-        t = m.temporal_conv(s)
+        s = m.S(x)
+        t = m.T(s)
         torch.testing.assert_close(m.residual(x), torch.relu(0.5 * s + 0.5 * t))
         assert not torch.allclose(m.residual(x), torch.relu(s + t))
 
@@ -92,7 +93,7 @@ def test_temporal_max_pool_is_caffe_pooling3d(t):
 def test_frozen_bn_folded_into_the_conv_gives_the_same_values_and_gradients(conv_cls):
     """conv_bn folds a BN that uses running statistics into the conv's kernel for the call: same function,
     same gradients (float64, so any difference would be a real one)."""
-    from p3d.models.blocks import conv_bn
+    from p3d.models.layers import conv_bn
 
     torch.manual_seed(0)
     conv = conv_cls(6, 5).double()
@@ -140,3 +141,37 @@ def test_backward_stays_channels_last(frozen):
         )
     torch.nn.functional.cross_entropy(m(torch.randn(2, 3, 16, 64, 64)), torch.tensor([0, 2])).backward()
     assert len(layouts) == 8 and all(layouts)
+
+
+@pytest.mark.parametrize("style", ["caffe", "pytorch"])
+@pytest.mark.parametrize("train", [False, True])
+def test_conv3d_formulation_equals_views(style, train):
+    """The one switch between the channels-last 2D-on-views convolutions and plain NCDHW conv3d: same function,
+    same gradients (fp32, 1e-5), whole network, eval (BN folded) and training (BN batch statistics)."""
+    from p3d.models import create_model
+    from p3d.models.layers import conv_impl, use_conv_impl
+
+    torch.manual_seed(3)
+    model = create_model("p3d63", width=8, layers=(1, 2, 1, 1), num_classes=5, style=style, dropout=0.0)
+    model.train(train)
+    x = torch.randn(2, 3, 8, 40, 44)
+    outs, grads = {}, {}
+    for impl in ("views", "conv3d"):
+        model.zero_grad()
+        with use_conv_impl(impl):
+            assert conv_impl("cpu") == impl
+            y = model(x)
+            y.square().sum().backward()
+        outs[impl] = y.detach()
+        grads[impl] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    torch.testing.assert_close(outs["conv3d"], outs["views"], rtol=1e-5, atol=1e-5)
+    for n in grads["views"]:
+        torch.testing.assert_close(grads["conv3d"][n], grads["views"][n], rtol=1e-4, atol=1e-5, msg=n)
+    assert conv_impl("cpu") == "views"  # restored
+
+
+def test_conv_impl_switch_rejects_unknown_names():
+    from p3d.models.layers import set_conv_impl
+
+    with pytest.raises(ValueError, match="views"):
+        set_conv_impl("cudnn")

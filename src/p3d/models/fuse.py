@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from p3d.models.blocks import Bottleneck
+from p3d.models.layers import bn_scale_shift
 from p3d.models.resnet import P3DResNet
 
 __all__ = ["fold_bn", "fuse_for_inference"]
@@ -27,14 +28,7 @@ def fold_bn(conv: nn.Conv3d, bn: nn.BatchNorm3d) -> None:
     ``conv`` is any ``nn.Conv3d`` (the p3d convs subclass it); the kernel keeps its memory layout."""
     if conv.out_channels != bn.num_features:
         raise ValueError(f"cannot fold a {bn.num_features}-channel BatchNorm into a {conv.out_channels}-channel conv")
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")
-    scale = bn.running_var.add(bn.eps).rsqrt()
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias
+    scale, shift = bn_scale_shift(bn)
     if conv.bias is not None:
         shift = shift + conv.bias * scale
     layout = torch.channels_last_3d if conv.weight.is_contiguous(memory_format=torch.channels_last_3d) else None

@@ -19,6 +19,7 @@ the output is always one row per clip.  Any spatial size ≥ 32 works: ``pool5``
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,22 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from p3d.models.blocks import (
-    BLOCKS,
-    Bottleneck,
-    PointwiseConv,
-    SpatialConv,
-    TemporalConv,
-    channels_last_grad,
-    conv_bn,
-    frames,
-    relu_,
-    temporal_max_pool,
-    unframes,
-)
+from p3d.models.blocks import BLOCKS, Bottleneck, PointwiseConv, SpatialConv
+from p3d.models.layers import channels_last_grad, conv_bn, frames, relu, temporal_max_pool, unframes
 from p3d.spec import InputSpec, flow_unit, imagenet_rgb
 
-__all__ = ["P3DResNet", "STAGE_DEPTHS", "res4_caffe_name"]
+__all__ = ["P3DResNet", "STAGE_DEPTHS", "block_kinds", "res4_caffe_name", "unit_name"]
 
 # ResNet-50/101/152 stage depths (He et al. 2016, Table 1) -> P3D-63/131/199.
 STAGE_DEPTHS: dict[int, tuple[int, int, int, int]] = {
@@ -53,11 +43,26 @@ STAGE_DEPTHS: dict[int, tuple[int, int, int, int]] = {
 LAYER_NAMES = ("pool1", "res2", "res3", "res4", "res5", "pool5", "logits", "prob")
 
 
+def unit_name(stage: int, index: int, depth: int) -> str:
+    """Caffe ResNet name of unit ``index`` of a ``depth``-unit stage: letters up to 6 units (``res4a`` … ``res4f``),
+    else ``a`` then ``b1`` … (``res4b35`` is the last of P3D-199's 36 res4 units)."""
+    if depth <= 6 or index == 0:
+        return f"res{stage}{'abcdef'[index]}"
+    return f"res{stage}b{index}"
+
+
 def res4_caffe_name(depth: int) -> str:
-    """Name of the last res4 unit in Caffe ResNet naming: ``res4f`` (6 units), ``res4b35`` (36 units)."""
-    if depth <= 6:
-        return "res4" + "abcdef"[depth - 1]
-    return f"res4b{depth - 1}"
+    """Name of the last res4 unit: ``res4f`` (6 units), ``res4b35`` (36 units)."""
+    return unit_name(4, depth - 1, depth)
+
+
+def block_kinds(layers: Sequence[int], pattern: str) -> list[str]:
+    """The block type of every unit, stage by stage: the pattern cycles over one global counter of the units of
+    res2..res4 (``"ABC"``: res2a=A, res2b=B, res2c=C, res3a=A, …); res5 is 2D (``"S"``)."""
+    n = sum(layers[:3])
+    kinds = [pattern[i % len(pattern)] for i in range(n)] + ["S"] * layers[3]
+    bounds = [0, *itertools.accumulate(layers)]
+    return [kinds[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class P3DResNet(nn.Module):
@@ -122,13 +127,12 @@ class P3DResNet(nn.Module):
         self.conv1 = SpatialConv(in_channels, width, stride=2, kernel_size=7)
         self.bn1 = nn.BatchNorm3d(width)
 
+        kinds = block_kinds(layers, pattern)
         self.inplanes = width
-        self._unit = 0  # the global unit counter the block pattern cycles over
-        self.layer1 = self._make_stage(width, layers[0], 1)
-        self.layer2 = self._make_stage(width * 2, layers[1], 2)
-        self.layer3 = self._make_stage(width * 4, layers[2], 2)
-        self.layer4 = self._make_stage(width * 8, layers[3], 2, kind="S")
-        del self._unit
+        self.layer1 = self._make_stage(width, kinds[0], 1)
+        self.layer2 = self._make_stage(width * 2, kinds[1], 2)
+        self.layer3 = self._make_stage(width * 4, kinds[2], 2)
+        self.layer4 = self._make_stage(width * 8, kinds[3], 2)
         self.num_features = width * 8 * Bottleneck.expansion
         self.res4_name = res4_caffe_name(layers[2])
         self.drop = nn.Dropout(dropout)
@@ -136,12 +140,10 @@ class P3DResNet(nn.Module):
         self.reset_parameters()
 
     # construction ------------------------------------------------------------------------------------------
-    def _make_stage(self, planes: int, blocks: int, stride: int, kind: str | None = None) -> nn.Sequential:
+    def _make_stage(self, planes: int, kinds: Sequence[str], stride: int) -> nn.Sequential:
         units = []
-        for i in range(blocks):
-            block = BLOCKS[kind] if kind else BLOCKS[self.pattern[self._unit % len(self.pattern)]]
-            if kind is None:
-                self._unit += 1
+        for i, kind in enumerate(kinds):
+            block = BLOCKS[kind]
             s = stride if i == 0 else 1
             downsample = None
             if i == 0 and (s != 1 or self.inplanes != planes * block.expansion):
@@ -173,13 +175,8 @@ class P3DResNet(nn.Module):
     def units(self) -> Iterable[tuple[str, Bottleneck]]:
         """``(caffe_name, module)`` of every residual unit: ``res2a``, ``res2b``, …, ``res4b35``, ``res5c``."""
         for stage, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=2):
-            n = len(layer)
             for i, unit in enumerate(layer):
-                if n <= 6 or i == 0:
-                    suffix = "abcdef"[i]
-                else:
-                    suffix = f"b{i}"
-                yield f"res{stage}{suffix}", unit
+                yield unit_name(stage, i, len(layer)), unit
 
     @property
     def feature_layers(self) -> tuple[str, ...]:
@@ -223,7 +220,7 @@ class P3DResNet(nn.Module):
             )
 
     def _stem(self, x: Tensor) -> Tensor:
-        x = relu_(conv_bn(self.conv1, self.bn1, x))
+        x = relu(conv_bn(self.conv1, self.bn1, x))
         # pool1: (P3D) kernel-2 stride-2 max over time and 3×3 stride-2 max over space.  Max is separable, so
         # time goes first: the spatial pooling, the dearer of the two, then sees half the frames.
         if self.temporal_pool:
@@ -335,7 +332,8 @@ def clip_len_ok(t: int) -> bool:
 
 
 def init_temporal(model: nn.Module, mode: str = "identity", std: float = 0.001, generator=None) -> None:
-    """Initialise the temporal convs ``conv_t``/``bn_t`` of every P3D unit.
+    """Initialise the temporal convs ``conv_t``/``bn_t`` of every P3D unit (each block knows its own rule,
+    :meth:`~p3d.models.blocks.Bottleneck.init_temporal`).
 
     ``"identity"``: the fresh network computes exactly its 2D counterpart on a static clip (indeed on any clip:
     each unit's residual function becomes the 2D one).  In A and C, T passes its input through (a Dirac kernel
@@ -348,23 +346,8 @@ def init_temporal(model: nn.Module, mode: str = "identity", std: float = 0.001, 
     if mode not in ("identity", "paper"):
         raise ValueError(f"temporal_init must be 'identity' or 'paper', got {mode!r}")
     for m in model.modules():
-        if not isinstance(m, Bottleneck) or not m.temporal:
-            continue
-        conv: TemporalConv = m.conv_t
-        bn: nn.BatchNorm3d = m.bn_t
-        with torch.no_grad():
-            nn.init.ones_(bn.weight)
-            nn.init.zeros_(bn.bias)
-            bn.running_mean.zero_()
-            if mode == "identity":
-                bn.running_var.fill_(1.0 - bn.eps)
-                conv.weight.zero_()
-                if m.kind != "B":
-                    c = conv.weight.shape[0]
-                    conv.weight[torch.arange(c), torch.arange(c), 1, 0, 0] = 1.0
-            else:
-                bn.running_var.fill_(1.0)
-                _fill(conv.weight, lambda w: w.normal_(0.0, std, generator=generator))
+        if isinstance(m, Bottleneck) and m.temporal:
+            m.init_temporal(mode, std, generator)
 
 
 @torch.no_grad()
