@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"create_model", "list_models", "summarize", "load_2d_resnet"}
+_LAZY = {"create_model", "load_model", "list_models", "summarize", "load_2d_resnet"}
 
 
 def __getattr__(name: str) -> Any:

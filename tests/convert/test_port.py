@@ -94,5 +94,5 @@ def test_wrong_checkpoints_are_loud(tmp_path):
     with pytest.raises(WeightLoadError, match=r"mis-shaped: layer1\.0\.conv_t\.weight"):
         convert_port(path)
     torch.save({"state_dict": sd}, path)
-    with pytest.raises(WeightLoadError, match="does not fit"):
+    with pytest.raises(WeightLoadError, match=r"do not fit the options asked for:\n  width: model 16, file 8"):
         create_model("p3d63", width=16, num_classes=7, pretrained=str(path))

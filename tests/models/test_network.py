@@ -191,7 +191,7 @@ def test_every_registered_model_builds_runs_and_carries_its_input(name):
     m = create_model(name, num_classes=3, **opts).eval()
     spec = m.input_spec
     assert spec.clip_len == 16 and len(spec.mean) == spec.channels
-    assert m.pretrained_cfg["architecture"] == name
+    assert m.pretrained_cfg.architecture == name and m.pretrained_cfg.input is m.input_spec
     with torch.no_grad():
         y = m(torch.randn(1, spec.channels, spec.clip_len, *spec.size))
     assert y.shape == (1, 3)

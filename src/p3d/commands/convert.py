@@ -34,13 +34,13 @@ def run(args: argparse.Namespace) -> int:
 
     from p3d.convert.caffe import convert_caffe
     from p3d.convert.port import convert_port
-    from p3d.models.pretrained import pretrained_cfg, pretrained_dir, save_pretrained
+    from p3d.models.pretrained import get_pretrained_cfg, pretrained_dir, save_pretrained
 
     src = Path(args.source)
     kind = args.kind
     if kind == "auto":
         kind = "caffe" if src.suffix == ".caffemodel" else "port"
-    tag_cfg = pretrained_cfg(args.tag) if args.tag else None
+    tag_cfg = get_pretrained_cfg(args.tag) if args.tag else None
     if args.output:
         out = Path(args.output)
     elif args.tag:
@@ -59,21 +59,23 @@ def run(args: argparse.Namespace) -> int:
         model, report = convert_port(src, pattern=args.pattern, dropout=dropout)
     seconds = time.perf_counter() - t0
     if tag_cfg is not None:
-        mine = model.pretrained_cfg["options"]
+        mine = model.pretrained_cfg.options
         diff = {k: (mine.get(k), v) for k, v in tag_cfg.options.items() if mine.get(k) != v and k != "dropout"}
-        if diff or model.pretrained_cfg["architecture"] != tag_cfg.architecture:
+        if diff or model.pretrained_cfg.architecture != tag_cfg.architecture:
             raise ValueError(
-                f"{src}: converts to {model.pretrained_cfg['architecture']} with options that differ from tag "
+                f"{src}: converts to {model.pretrained_cfg.architecture} with options that differ from tag "
                 f"{args.tag!r}: " + ", ".join(f"{k} file {a!r} vs tag {b!r}" for k, (a, b) in diff.items())
             )
+    if tag_cfg is not None:  # the release's description and source travel with the converted file
+        model.pretrained_cfg = model.pretrained_cfg.replace(description=tag_cfg.description, source=tag_cfg.source)
     cfg = save_pretrained(model, out, tag=args.tag)
     print(report)
     if args.verbose:
         print("\n".join(f"  loaded: {k}" for k in report.loaded))
     spec = model.input_spec
     print(
-        f"converted {src} in {seconds:.1f} s → {out} ({out.stat().st_size / 2**20:.1f} MiB, sha256 {cfg['sha256']})\n"
-        f"architecture {cfg['architecture']} {cfg['options']}\n"
+        f"converted {src} in {seconds:.1f} s → {out} ({out.stat().st_size / 2**20:.1f} MiB, sha256 {cfg.sha256})\n"
+        f"architecture {cfg.architecture} {dict(cfg.options)}\n"
         f"preprocessing: {spec.channel_order}, scale {spec.scale}, mean {list(spec.mean)}, std {list(spec.std)}, "
         f"{spec.clip_len}×{spec.size[0]}×{spec.size[1]}"
     )

@@ -605,10 +605,9 @@ def convert_caffe(
         for key, value in new.items():
             target[key].copy_(value)
     model.eval()
-    model.pretrained_cfg = {
-        "architecture": net.architecture(),
-        "options": net.options(in_channels),
-        "input": spec.to_dict(),
-        "source": {"format": "caffe", "caffemodel": Path(src).name, "prototxt": Path(net.source).name},
-    }
+    model.pretrained_cfg = model.pretrained_cfg.replace(
+        architecture=net.architecture(),
+        source=f"Caffe ({Path(src).name}, {Path(net.source).name})",
+        extra={"format": "caffe", "caffemodel": Path(src).name, "prototxt": Path(net.source).name},
+    )
     return model, report, net

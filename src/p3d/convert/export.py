@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from p3d.fileio import atomic_path
+
 __all__ = ["ExportResult", "export_model", "export_onnx", "export_torchscript", "export_program", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 18
@@ -56,11 +58,8 @@ class ExportResult:
 
 
 def _config(model: nn.Module) -> dict[str, Any]:
-    spec = getattr(model, "input_spec", None)
-    return {
-        "pretrained_cfg": getattr(model, "pretrained_cfg", {}),
-        "input": spec.to_dict() if spec is not None else None,
-    }
+    """The model's one config (architecture, options, input spec, classes, provenance) as JSON values."""
+    return model.pretrained_cfg.to_dict()
 
 
 def _clips(input_shape: tuple[int, ...], seed: int, batches: tuple[int, ...]) -> list[torch.Tensor]:
@@ -113,14 +112,14 @@ def export_onnx(
     )
     if prog is None:
         raise RuntimeError("torch.onnx.export returned no program")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prog.save(str(path), external_data=False)
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto)
-    for key, value in (("p3d_config", json.dumps(_config(model))), ("producer", "p3d")):
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    with atomic_path(path) as tmp:
+        prog.save(str(tmp), external_data=False)
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto)
+        for key, value in (("p3d_config", json.dumps(_config(model))), ("producer", "p3d")):
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
     seconds = time.perf_counter() - t0
     diff = ref = 0.0
     details: dict[str, Any] = {"opset": opset, "dynamic_batch": dynamic_batch}
@@ -196,8 +195,8 @@ def export_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input checks become constants, as intended
         traced = torch.jit.trace(model, (x,), check_trace=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(traced, str(path), _extra_files={"p3d_config.json": json.dumps(_config(model))})
+    with atomic_path(path) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={"p3d_config.json": json.dumps(_config(model))})
     return _verified(model, path, "torchscript", torch.jit.load, input_shape, (input_shape[0],), t0, check, atol, seed)
 
 
@@ -215,8 +214,8 @@ def export_program(
     x = _clips(input_shape, seed, (max(2, input_shape[0]),))[0]  # size-1 examples cannot be dynamic
     t0 = time.perf_counter()
     ep = torch.export.export(model, (x,), dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.export.save(ep, str(path), extra_files={"p3d_config.json": json.dumps(_config(model))})
+    with atomic_path(path) as tmp:
+        torch.export.save(ep, str(tmp), extra_files={"p3d_config.json": json.dumps(_config(model))})
     return _verified(
         model,
         path,

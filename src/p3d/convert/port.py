@@ -1,136 +1,20 @@
-"""Import checkpoints of the widely used PyTorch port (qijiezhao/pseudo-3d-pytorch, ``p3d_model.py``).
+"""Convert checkpoints of the widely used PyTorch port (qijiezhao/pseudo-3d-pytorch) into p3d models.
 
-The port's ``p3d_rgb_199.checkpoint.pth.tar`` / ``p3d_flow_199.checkpoint.pth.tar`` hold the authors' weights
-under the port's own names (``{'state_dict': …}``):
-
-=================================  =========================================  ==============================
-port key                           p3d parameter                              Caffe layer
-=================================  =========================================  ==============================
-``conv1_custom``                   ``conv1``                                  ``conv1``
-``bn1``                            ``bn1``                                    ``bn_conv1``
-``layerN.M.conv1`` / ``bn1``       ``layerN.M.conv1`` / ``bn1``               ``*_branch2a``
-``layerN.M.conv2`` / ``bn2``       ``layerN.M.conv2`` / ``bn2`` (S)           ``*_branch2b`` (N ≤ 3)
-``layerN.M.conv3`` / ``bn3``       ``layerN.M.conv_t`` / ``bn_t`` (T)         ``*_branch2b_t`` (N ≤ 3)
-``layer4.M.conv_normal`` / ``bn_normal``  ``layer4.M.conv2`` / ``bn2``        ``res5*_branch2b``
-``layerN.M.conv4`` / ``bn4``       ``layerN.M.conv3`` / ``bn3``               ``*_branch2c``
-``layerN.0.downsample.0`` / ``.1``  ``layerN.0.downsample.0`` / ``.1``        ``*_branch1``
-``fc``                             ``fc``                                     ``fc_*``
-=================================  =========================================  ==============================
-
-res5 (``layer4``) is ``Conv2d``/``BatchNorm2d`` in the port: its 4D kernels get a unit time axis.  Only the names
-and shapes are taken from the port; the p3d model computes the authors' semantics, where the port's forward
-differs (it rectifies T before the sum in P3D-B and P3D-C, sums instead of averaging in P3D-C, and pads pool1).
-The block types cannot be read from the weights (A, B and C have identical shapes), so the port's default
-``ABC`` cycle is assumed unless ``pattern`` says otherwise.
-
-Files are read with ``torch.load(weights_only=True)`` (via :func:`p3d.models.weights.read_state_dict`): a pickle
-that needs anything beyond tensors and plain containers is refused with a clear message, never executed.
+The port's layout (names, 4D res5 kernels) is described and mapped in :mod:`p3d.models.port`, so every command
+reads port checkpoints directly; this module is what ``p3d convert`` calls to write them as self-describing
+``.safetensors``.  Files are read with ``torch.load(weights_only=True)``: a pickle that needs anything beyond
+tensors and plain containers is refused with a clear message, never executed.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
-from p3d.errors import WeightLoadError
-from p3d.models.resnet import STAGE_DEPTHS, P3DResNet
-from p3d.models.weights import LoadReport, read_state_dict
-from p3d.spec import caffe_bgr, caffe_flow
+from p3d.models.port import p3d_key_to_port, p3d_to_port, port_architecture, port_to_p3d
+from p3d.models.resnet import P3DResNet
+from p3d.models.weights import LoadReport
 
 __all__ = ["p3d_key_to_port", "p3d_to_port", "port_to_p3d", "port_architecture", "convert_port"]
-
-_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-_UNIT_KEY = re.compile(r"layer([1-4])\.(\d+)\.(.+)")
-
-
-def p3d_key_to_port(key: str) -> str:
-    """The port's name for a p3d state-dict key (see the module table)."""
-    if key.startswith("conv1."):
-        return "conv1_custom." + key[len("conv1.") :]
-    m = _UNIT_KEY.fullmatch(key)
-    if m is None:
-        return key  # bn1.*, fc.*
-    stage, idx, rest = m.groups()
-    module, _, attr = rest.partition(".")
-    if module.startswith("downsample"):
-        return key
-    if stage == "4":
-        ren = {
-            "conv1": "conv1",
-            "bn1": "bn1",
-            "conv2": "conv_normal",
-            "bn2": "bn_normal",
-            "conv3": "conv4",
-            "bn3": "bn4",
-        }
-    else:
-        ren = {"conv1": "conv1", "bn1": "bn1", "conv2": "conv2", "bn2": "bn2", "conv_t": "conv3", "bn_t": "bn3"}
-        ren.update({"conv3": "conv4", "bn3": "bn4"})
-    if module not in ren:
-        raise KeyError(f"no port name for {key!r}")
-    return f"layer{stage}.{idx}.{ren[module]}.{attr}"
-
-
-def _is_2d_in_port(key: str) -> bool:
-    return key.startswith("layer4.") and key.endswith(".weight") and (".conv" in key or "downsample.0" in key)
-
-
-def p3d_to_port(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """A p3d state dict in the port's layout (res5 kernels 4D): the inverse of :func:`port_to_p3d`."""
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        if _is_2d_in_port(key) and value.dim() == 5:
-            value = value.squeeze(2)
-        out[p3d_key_to_port(key)] = value.clone()
-    return out
-
-
-def port_architecture(sd: Mapping[str, Tensor], source: str = "<state dict>") -> dict[str, object]:
-    """P3DResNet options of a port state dict: stage depths, width, input channels and classes."""
-    if "conv1_custom.weight" not in sd:
-        raise WeightLoadError(
-            f"{source}: not a checkpoint of the PyTorch port (no 'conv1_custom.weight'); first keys: {list(sd)[:5]}"
-        )
-    depths = []
-    for stage in range(1, 5):
-        idx = {int(m.group(2)) for k in sd if (m := _UNIT_KEY.fullmatch(k)) and m.group(1) == str(stage)}
-        if not idx or idx != set(range(len(idx))):
-            raise WeightLoadError(f"{source}: layer{stage} units are {sorted(idx)}; expected 0..n-1")
-        depths.append(len(idx))
-    w = sd["conv1_custom.weight"]
-    fc = sd.get("fc.weight")
-    return {
-        "layers": depths,
-        "width": int(w.shape[0]),
-        "in_channels": int(w.shape[1]),
-        "num_classes": int(fc.shape[0]) if fc is not None else 0,
-    }
-
-
-def port_to_p3d(sd: Mapping[str, Tensor], model: P3DResNet, source: str = "<state dict>") -> dict[str, Tensor]:
-    """Rename a port state dict into ``model``'s keys, giving res5's 2D kernels a unit time axis.
-
-    Keys without a p3d counterpart are kept under their port name (they then show up as unexpected).
-    """
-    target = model.state_dict()
-    to_port = {p3d_key_to_port(k): k for k in target}
-    out: dict[str, Tensor] = {}
-    for key, value in sd.items():
-        p = to_port.get(key)
-        if p is None:
-            out[key] = value
-            continue
-        want = target[p]
-        if value.dim() == 4 and want.dim() == 5 and want.shape[2] == 1:
-            value = value.unsqueeze(2)
-        out[p] = value
-    return out
 
 
 def convert_port(
@@ -146,39 +30,14 @@ def convert_port(
     128), is in eval mode, and has its provenance in ``pretrained_cfg``.  Every key is accounted for in the
     returned report; with ``strict`` anything missing, unexpected or mis-shaped is an error.
     """
-    src = str(path)
-    sd = read_state_dict(path)
-    arch = port_architecture(sd, src)
-    in_ch = int(arch["in_channels"])  # type: ignore[arg-type]
-    spec = caffe_bgr() if in_ch == 3 else caffe_flow()
-    options = {**arch, "pattern": pattern, "dropout": dropout, "style": "caffe"}
-    model = P3DResNet(**options, input_spec=spec)  # type: ignore[arg-type]
-    mapped = port_to_p3d(sd, model, src)
-    report = LoadReport(source=src)
-    target = model.state_dict()
-    for key, want in target.items():
-        if key not in mapped:
-            if not key.endswith("num_batches_tracked"):  # absent from checkpoints of torch < 0.4
-                report.missing.append(f"{key} (port key {p3d_key_to_port(key)!r})")
-        elif tuple(mapped[key].shape) != tuple(want.shape):
-            report.mismatched.append((key, tuple(want.shape), tuple(mapped[key].shape)))
-        else:
-            report.loaded.append(key)
-    report.unexpected = [k for k in mapped if k not in target]
-    if strict and (not report.ok or report.unexpected):
-        raise WeightLoadError(f"{src}: does not fit a P3D ResNet with {arch}\n{report}")
-    with torch.no_grad():
-        for key in report.loaded:
-            target[key].copy_(mapped[key].to(target[key].dtype))
-    model.eval()
-    name = "p3d63"
-    for depth, n in ((50, "p3d63"), (101, "p3d131"), (152, "p3d199")):
-        if list(STAGE_DEPTHS[depth]) == arch["layers"]:
-            name = n
-    model.pretrained_cfg = {
-        "architecture": name,
-        "options": options,
-        "input": spec.to_dict(),
-        "source": {"format": "pytorch-port", "file": Path(src).name},
-    }
-    return model, report
+    from p3d.errors import WeightLoadError
+    from p3d.models.registry import create_model
+    from p3d.models.resolve import load_weights, resolve_weights
+
+    weights = resolve_weights(path)
+    if weights.kind != "port" or weights.cfg is None:
+        raise WeightLoadError(f"{path}: not a checkpoint of the PyTorch port (no 'conv1_custom.weight')")
+    model = create_model(weights.cfg.architecture, **{**weights.cfg.options, "pattern": pattern, "dropout": dropout})
+    report = load_weights(model, weights, strict=strict)
+    model.pretrained_cfg = model.pretrained_cfg.replace(extra={"format": "pytorch-port", "file": Path(path).name})
+    return model.eval(), report

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from p3d.models.config import ConfiguredModel, PretrainedCfg
 from p3d.spec import InputSpec
 
 __all__ = ["C3D"]
@@ -31,7 +32,7 @@ _CHANNELS = {
 LAYER_NAMES = ("pool5", "fc6", "fc7", "logits", "prob")
 
 
-class C3D(nn.Module):
+class C3D(ConfiguredModel, nn.Module):
     """C3D.  ``width`` is conv1a's channel count (64 in the paper); fc6/fc7 have ``fc_width`` units (4096).
 
     After ``pool5`` the map is adaptively averaged to 1×4×4 — the identity at the paper's 16×112×112 input,
@@ -51,9 +52,13 @@ class C3D(nn.Module):
         if num_classes < 1 or width < 1 or fc_width < 1:
             raise ValueError(f"bad num_classes={num_classes}, width={width} or fc_width={fc_width}")
         self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.input_spec = input_spec or InputSpec(clip_len=16, size=(112, 112), resize=(128, 171))
-        self.pretrained_cfg: dict = {}
+        spec = input_spec or InputSpec(clip_len=16, size=(112, 112), resize=(128, 171))
+        if spec.channels != in_channels:
+            raise ValueError(f"input_spec has {spec.channels} channels but in_channels={in_channels}")
+        options = {"num_classes": num_classes, "in_channels": in_channels, "width": width, "fc_width": fc_width}
+        self.pretrained_cfg = PretrainedCfg(
+            "C3D", {**options, "dropout": dropout}, spec, classifier="fc8", first_conv="conv1a"
+        )
         c = in_channels
         for name, mult in _CHANNELS.items():
             setattr(self, name, nn.Conv3d(c, width * mult, 3, padding=1))
@@ -117,5 +122,8 @@ class C3D(nn.Module):
         return self.fc8
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
+        """Replace ``fc8`` with a fresh ``num_classes``-way classifier."""
+        if num_classes < 1:
+            raise ValueError(f"C3D needs num_classes >= 1, got {num_classes}")
         self.fc8 = nn.Linear(self.fc8.in_features, num_classes)
+        self.pretrained_cfg = self.pretrained_cfg.replace(option_changes={"num_classes": num_classes}, class_names=None)

@@ -1,7 +1,8 @@
 """Model registry: ``create_model(name, **options)`` and ``list_models()``, in timm's vocabulary.
 
-Every model carries ``input_spec`` (clip length, size, mean/std, channel order: what its weights expect) and
-``pretrained_cfg`` (its name, architecture options and the source of its weights).
+Every model carries ``pretrained_cfg`` (:class:`~p3d.models.config.PretrainedCfg`: its registry name, the options
+that rebuild it, the preprocessing its weights expect, its classes and where its weights came from);
+``model.input_spec`` is that config's ``input``.
 """
 
 from __future__ import annotations
@@ -71,10 +72,15 @@ def create_model(name: str, pretrained: str | None = None, **options: Any) -> nn
 
     Args:
         name: one of :func:`list_models` (``p3d63``, ``p3d131``, ``p3d199``, ``resnet50_2d``, ``c3d``, …).
-        pretrained: a local weight file or a pretrained tag (see :mod:`p3d.models.pretrained`).
+        pretrained: weights in any form :func:`p3d.models.resolve.resolve_weights` accepts (a tag, a converted or
+            trained ``.safetensors``, a ``p3d train`` checkpoint or run folder, a port checkpoint); the model is
+            built with the options they record, which explicit ``options`` may not contradict (except
+            ``num_classes``: a fresh classifier, and ``dropout``).
         options: constructor options overriding the registry's defaults, e.g. ``num_classes=101``,
             ``in_channels=2``, ``dropout=0.9``, ``pattern="A"``, ``style="pytorch"``, ``width=8``,
             ``layers=(1, 1, 1, 1)`` (P3D/ResNet), ``width``/``fc_width`` (C3D).  Unknown options are an error.
+    Returns:
+        the model, with ``model.pretrained_cfg`` (:class:`~p3d.models.config.PretrainedCfg`) describing it.
     """
     entry = model_info(name)
     params = inspect.signature(entry.builder).parameters
@@ -82,17 +88,12 @@ def create_model(name: str, pretrained: str | None = None, **options: Any) -> nn
     if unknown:
         valid = ", ".join(p for p in params if p != "self")
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
-    from_file: dict[str, Any] = {}
-    if pretrained is not None:  # the weights decide class count, channels, …; explicit options still win
-        from p3d.models.pretrained import pretrained_options
-
-        from_file = {k: v for k, v in pretrained_options(pretrained, name).items() if k in params}
-    kwargs = {**entry.defaults, **from_file, **options}
-    model = entry.builder(**kwargs)
-    arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k != "input_spec"}
-    model.pretrained_cfg = {"architecture": name, "options": arch, "input": model.input_spec.to_dict()}
     if pretrained is not None:
-        from p3d.models.pretrained import load_pretrained
+        from p3d.models.resolve import load_model
 
-        load_pretrained(model, pretrained)
+        return load_model(pretrained, name, **options)
+    kwargs = {**entry.defaults, **options}
+    model = entry.builder(**kwargs)
+    built = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k != "input_spec"}
+    model.pretrained_cfg = model.pretrained_cfg.replace(architecture=name, option_changes=built)
     return model

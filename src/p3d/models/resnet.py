@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 
 from p3d.models.blocks import BLOCKS, Bottleneck, PointwiseConv, SpatialConv
 from p3d.models.layers import channels_last_grad, conv_bn, frames, relu, temporal_max_pool, unframes
+from p3d.models.config import ConfiguredModel, PretrainedCfg
 from p3d.spec import InputSpec, flow_unit, imagenet_rgb
 
 __all__ = ["P3DResNet", "STAGE_DEPTHS", "block_kinds", "res4_caffe_name", "unit_name"]
@@ -65,7 +65,7 @@ def block_kinds(layers: Sequence[int], pattern: str) -> list[str]:
     return [kinds[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-class P3DResNet(nn.Module):
+class P3DResNet(ConfiguredModel, nn.Module):
     """Pseudo-3D ResNet.  Input ``(N, C, T, H, W)``, output logits ``(N, num_classes)``.
 
     Args:
@@ -116,13 +116,21 @@ class P3DResNet(nn.Module):
         self.style = style
         self.in_channels = in_channels
         self.temporal_pool = temporal_pool
-        self.num_classes = num_classes
         if input_spec is None:
             input_spec = imagenet_rgb() if in_channels == 3 else flow_unit(in_channels)
         if input_spec.channels != in_channels:
             raise ValueError(f"input_spec has {input_spec.channels} channels but in_channels={in_channels}")
-        self.input_spec = input_spec
-        self.pretrained_cfg: dict[str, Any] = {}
+        options = {
+            "layers": list(layers),
+            "pattern": pattern,
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "width": width,
+            "dropout": dropout,
+            "style": style,
+            "temporal_pool": temporal_pool,
+        }
+        self.pretrained_cfg = PretrainedCfg("P3DResNet", options, input_spec)
 
         self.conv1 = SpatialConv(in_channels, width, stride=2, kernel_size=7)
         self.bn1 = nn.BatchNorm3d(width)
@@ -293,7 +301,9 @@ class P3DResNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace ``fc`` with a fresh ``num_classes``-way classifier (0 for none)."""
-        self.num_classes = num_classes
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.pretrained_cfg = self.pretrained_cfg.replace(option_changes={"num_classes": num_classes}, class_names=None)
         if num_classes > 0:
             self.fc = nn.Linear(self.num_features, num_classes)
             nn.init.normal_(self.fc.weight, std=0.01)

@@ -28,7 +28,7 @@ from torch import Tensor
 from p3d.errors import WeightLoadError
 from p3d.models.resnet import P3DResNet, init_temporal
 
-__all__ = ["LoadReport", "read_state_dict", "load_2d_resnet"]
+__all__ = ["LoadReport", "read_torch_file", "read_state_dict", "unwrap_state_dict", "load_2d_resnet"]
 
 
 @dataclass
@@ -69,6 +69,31 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def read_torch_file(path: str | Path) -> object:
+    """The object in a torch file, read with ``weights_only=True`` (nothing in the file is executed) and memory-mapped
+    where the file allows it.  Errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.stat().st_size == 0:
+        raise WeightLoadError(f"{path}: the file is empty")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # the legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightLoadError(
+            f"{path}: refusing to load — the file needs more than tensors and plain containers to unpickle "
+            f"(weights_only=True rejected it: {str(e).splitlines()[0]}). Loading it fully would execute code "
+            f"from the file; if you trust it, re-save just its state dict with torch.save(sd, 'clean.pth')."
+        ) from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise WeightLoadError(f"{path}: not a readable PyTorch weight file ({e})") from e
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``).
 
@@ -89,23 +114,14 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightLoadError(f"{path}: not a readable safetensors file ({e})") from e
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise WeightLoadError(
-                f"{path}: refusing to load — the file needs more than tensors and plain containers to unpickle "
-                f"(weights_only=True rejected it: {str(e).splitlines()[0]}). Loading it fully would execute code "
-                f"from the file; if you trust it, re-save just its state dict with torch.save(sd, 'clean.pth')."
-            ) from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise WeightLoadError(f"{path}: not a readable PyTorch weight file ({e})") from e
-        sd = _unwrap(obj, path)
+        sd = unwrap_state_dict(read_torch_file(path), path)
     if not sd:
         raise WeightLoadError(f"{path}: holds no tensors")
     return sd
 
 
-def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
+def unwrap_state_dict(obj: object, path: str | Path) -> dict[str, Tensor]:
+    """The state dict inside a loaded torch object (containers and DDP's ``module.`` prefix removed)."""
     for _ in range(3):
         if isinstance(obj, Mapping) and not all(isinstance(v, Tensor) for v in obj.values()):
             for key in ("state_dict", "model", "model_state", "model_state_dict", "net"):
@@ -121,6 +137,8 @@ def _unwrap(obj: object, path: Path) -> dict[str, Tensor]:
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
+    if not sd:
+        raise WeightLoadError(f"{path}: holds no tensors")
     return sd
 
 
@@ -135,11 +153,13 @@ def load_2d_resnet(
         raise TypeError(f"load_2d_resnet needs a P3DResNet, got {type(model).__name__}")
     name = str(source) if isinstance(source, (str, Path)) else "<state dict>"
     sd = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
-    if "conv1.weight" not in sd or not any(k.startswith("layer1.0.conv1") for k in sd):
+    if f"{model.pretrained_cfg.first_conv}.weight" not in sd or not any(k.startswith("layer1.0.conv1") for k in sd):
         raise WeightLoadError(
             f"{name}: does not look like a 2D ResNet in the torchvision/timm layout (no 'conv1.weight' and "
             f"'layer1.0.conv1.weight'); first keys: {list(sd)[:5]}"
         )
+    cfg = model.pretrained_cfg
+    head, stem = f"{cfg.classifier}.", f"{cfg.first_conv}.weight"
     report = LoadReport(source=name)
     target = model.state_dict()
     new: dict[str, Tensor] = {}
@@ -151,14 +171,14 @@ def load_2d_resnet(
             report.missing.append(key)
             continue
         got = sd[key]
-        if key.startswith("fc."):
+        if key.startswith(head):
             if got.shape == want.shape:
                 new[key] = got
                 report.loaded.append(key)
             else:
                 report.skipped.append(f"{key} (file {list(got.shape)}, model {list(want.shape)}: class count differs)")
             continue
-        value = _inflate(key, got, want)
+        value = _inflate(got, want, average_channels=key == stem)
         if value is None:
             report.mismatched.append((key, tuple(want.shape), tuple(got.shape)))
             continue
@@ -166,7 +186,7 @@ def load_2d_resnet(
         (report.loaded if value.shape == got.shape else report.inflated).append(key)
     report.unexpected = [k for k in sd if k not in target]
     if strict and not report.ok:
-        raise WeightLoadError(f"{name}: does not fit {model.pretrained_cfg.get('architecture', 'the model')}\n{report}")
+        raise WeightLoadError(f"{name}: does not fit {cfg.architecture}\n{report}")
     with torch.no_grad():
         for key, value in new.items():
             target[key].copy_(value.to(target[key].dtype))
@@ -174,13 +194,14 @@ def load_2d_resnet(
     return report
 
 
-def _inflate(key: str, got: Tensor, want: Tensor) -> Tensor | None:
-    """A file tensor in the model's shape: as is, or a 2D kernel given a singleton time axis; None if neither."""
+def _inflate(got: Tensor, want: Tensor, average_channels: bool = False) -> Tensor | None:
+    """A file tensor in the model's shape: as is, or a 2D kernel given a singleton time axis; None if neither.
+    ``average_channels`` (the first conv): RGB filters may be averaged onto another input channel count."""
     if got.shape == want.shape:
         return got
     if got.dim() == 4 and want.dim() == 5 and want.shape[2] == 1:
         g = got
-        if key == "conv1.weight" and g.shape[1] != want.shape[1]:
+        if average_channels and g.shape[1] != want.shape[1]:
             # RGB filters onto another channel count (2-channel optical flow): average, then replicate.
             g = g.mean(dim=1, keepdim=True).expand(-1, want.shape[1], -1, -1)
         if g.shape == want.shape[:2] + want.shape[3:]:
