@@ -5,7 +5,7 @@
 Writes a synthetic dataset (PyAV, H.264) to a temporary folder, then measures
 
 * forward: ``model.forward_layers`` on a resident random batch of ``batch-size`` clips (clips/s), and
-* extract: :func:`p3d.features.extract_features` end to end (decode in workers, normalise, batch across
+* extract: :func:`p3d.representation.extract.extract_features` end to end (decode in workers, normalise, batch across
   videos, forward, average, write the store) on the synthetic videos (clips/s),
 
 and prints their ratio (goal: >= 0.9).  Both use the same model, batch size, device and thread count.
@@ -23,8 +23,8 @@ import time
 import torch
 
 from p3d.data import build_samples, make_synthetic_dataset
-from p3d.features import build_meta, extract_features, forward_throughput
 from p3d.models import create_model
+from p3d.representation.extract import build_meta, extract_features, forward_throughput
 from p3d.spec import InputSpec
 
 
@@ -65,7 +65,7 @@ def main() -> None:
         print(f"synthetic data: {len(samples)} videos in {time.perf_counter() - t0:.1f}s")
         iters = max(2, args.videos * args.num_clips // args.batch_size)
         fwd = forward_throughput(model, spec, args.layers, args.batch_size, iters=iters, device=args.device)
-        meta = build_meta(model, args.model, args.layers, num_clips=args.num_clips, flip=False,
+        meta = build_meta(model, args.layers, num_clips=args.num_clips, flip=False,
                           map_pooling="max", class_names=samples.classes)  # fmt: skip
         # warm-up on other videos' worth of clips (oneDNN primitive creation for this batch size, worker start)
         extract_features(model, samples.samples[:2], f"{tmp}/warmup", meta, layers=args.layers,

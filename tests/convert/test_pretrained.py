@@ -9,8 +9,8 @@ import torch
 
 from p3d.cli import main
 from p3d.errors import WeightLoadError
-from p3d.models import create_model
 from p3d.fileio import sha256_file
+from p3d.models import create_model
 from p3d.models import pretrained as P
 from p3d.models.config import PretrainedCfg
 

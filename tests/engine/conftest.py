@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p3d.engine.config import TrainConfig, _merge
+from p3d.engine.config import TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +43,8 @@ def tiny_config(data_root: Path, out: Path, **sections) -> TrainConfig:
             "tensorboard": False,
         },
     }
-    _merge(cfg, base, "tiny")
-    _merge(cfg, sections, "test")
+    cfg.update(base, "tiny")
+    cfg.update(sections, "test")
     cfg.validate()
     return cfg
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from p3d.engine.distributed import ShardedSampler
-from p3d.engine.evaluate import EvalResult, evaluate, metrics_from_scores, score_videos
+from p3d.engine.evaluate import EvalResult, evaluate_videos, metrics_from_scores, score_videos
 from p3d.engine.trainer import Trainer
 
 from .conftest import tiny_config
@@ -92,10 +92,11 @@ def test_evaluate_end_to_end_and_unreadable_video(tiny_data, tmp_path):
     open(test.samples[0].path, "wb").write(b"not a video")
     t = Trainer(tiny_config(root, tmp_path / "run", optim={"iterations": 1}))
     t.fit()
-    res = evaluate(t.model, test, num_clips=4, clip_batch=3, num_workers=0)
+    res = evaluate_videos(t.model, test, num_clips=4, clip_batch=3, num_workers=0)
     assert isinstance(res, EvalResult)
     m = res.metrics()
-    assert m["num_videos"] == 5 and m["num_clips"] == 20 and res.failed == [test.samples[0].path]
+    assert m["num_videos"] == 5 and m["num_clips"] == 20
+    assert list(res.failed) == [test.samples[0].path] and res.failed[test.samples[0].path]  # with its reason
     assert 0.0 <= m["video_hit@1"] <= m["video_hit@5"] == 1.0
 
 

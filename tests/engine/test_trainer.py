@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from p3d.engine import checkpoint as ck
-from p3d.engine.trainer import DivergenceError, Trainer, model_from_checkpoint
+from p3d.engine.trainer import DivergenceError, Trainer
+from p3d.models import load_model
 
 from .conftest import tiny_config, write_yaml
 
@@ -45,10 +46,11 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path):
     fresh = Trainer(tiny_config(tiny_data, tmp_path / "c", optim={"iterations": 1}))
     fresh._setup()
     assert any(not torch.equal(wa[k], v) for k, v in fresh.model.state_dict().items())
-    assert resumed.scheduler.get_last_lr()[0] == pytest.approx(0.05 * 0.1**2)
-    # The resumed run's log continues where the checkpoint was, without duplicated iterations.
-    its = [json.loads(x)["iteration"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert its == [1, 2, 3, 4, 5, 6]
+    # The resumed run's log continues where the checkpoint was, without duplicated iterations, and the lr used by
+    # every iteration follows the step schedule across the resume (lr_step 3).
+    log = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5, 6]
+    assert [r["lr"] for r in log] == pytest.approx([0.05] * 3 + [0.005] * 3)
 
 
 def test_bare_resume_keeps_the_runs_iteration_budget(tiny_data, tmp_path):
@@ -106,8 +108,13 @@ def test_amp_grad_accumulation_and_validation(tiny_data, tmp_path, amp):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("val/video_hit@1" in r for r in lines)
     assert all(math.isfinite(r["loss"]) for r in lines if "loss" in r)
-    model, classes, _ = model_from_checkpoint(tmp_path / "checkpoints" / "ckpt-00000002.pt")
+    model = load_model(tmp_path / "checkpoints" / "ckpt-00000002.pt")
+    classes = list(model.pretrained_cfg.class_names)
     assert classes == ["MoveLeft", "MoveRight", "RotateCW"] and model.input_spec.clip_len == 8
+    # the run folder and its final weights resolve to the same model and preprocessing
+    for form in (tmp_path, tmp_path / "model.safetensors"):
+        again = load_model(form)
+        assert again.input_spec == model.input_spec and again.pretrained_cfg.class_names == tuple(classes)
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "model.safetensors").is_file()
 
 
@@ -117,7 +124,7 @@ def test_init_from_a_train_checkpoint_with_another_class_count(tiny_data, tmp_pa
     from p3d.engine.trainer import build_model
 
     cfg = tiny_config(tiny_data, tmp_path / "dst", model={"pretrained": str(src)})
-    m = build_model(cfg, num_classes=7)
+    m = build_model(cfg, [f"c{i}" for i in range(7)])
     sd = ck.load_checkpoint(src)["model"]
     assert torch.equal(m.state_dict()["conv1.weight"], sd["conv1.weight"]) and m.fc.out_features == 7
 

@@ -9,7 +9,7 @@ import pytest
 
 from p3d.cli import main
 from p3d.evaluation.protocol import build_protocol
-from p3d.features_io import FeatureWriter, read_features
+from p3d.representation.store import FeatureWriter, read_features
 
 CLASSES = ["Jump", "Run", "Wave"]
 

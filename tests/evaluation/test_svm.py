@@ -9,11 +9,11 @@ from p3d.evaluation.svm import (
     Split,
     SVMConfig,
     average_precision,
-    evaluate,
     kfold_splits,
     leave_one_group_out_splits,
     mean_average_precision,
     pca_dimension_study,
+    run_protocol,
     topk_accuracy,
 )
 
@@ -27,7 +27,7 @@ def clusters(n_per: int = 20, k: int = 4, d: int = 32, sep: float = 3.0, seed: i
 
 def test_separable_clusters_are_classified():
     X, y = clusters()
-    res = evaluate(X, y, kfold_splits(y, 5), pool=True)
+    res = run_protocol(X, y, kfold_splits(y, 5), pool=True)
     assert res.pooled["top1"] >= 0.95 and res.pooled["mAP"] >= 0.95
     assert len(res.per_split) == 5
 
@@ -36,17 +36,17 @@ def test_features_without_class_information_give_chance():
     rng = np.random.default_rng(1)
     y = np.repeat(np.arange(4), 40)
     X = rng.normal(size=(160, 16))  # independent of y
-    res = evaluate(X, y, kfold_splits(y, 5, seed=1), pool=True)
+    res = run_protocol(X, y, kfold_splits(y, 5, seed=1), pool=True)
     assert 0.1 <= res.pooled["top1"] <= 0.42  # chance is 0.25
     Xs, ys = clusters(40, 4, 16, seed=1)
-    assert evaluate(Xs, ys, kfold_splits(ys, 5, seed=1), pool=True).pooled["top1"] > res.pooled["top1"] + 0.4
+    assert run_protocol(Xs, ys, kfold_splits(ys, 5, seed=1), pool=True).pooled["top1"] > res.pooled["top1"] + 0.4
 
 
 def test_leave_one_video_out_and_groups():
     X, y = clusters(6, 3, 8, sep=4.0)
     splits = leave_one_group_out_splits(range(len(y)))
     assert len(splits) == 18 and all(len(s.test) == 1 for s in splits)
-    res = evaluate(X, y, splits, pool=True)
+    res = run_protocol(X, y, splits, pool=True)
     assert res.pooled["top1"] == pytest.approx(res.mean["top1"])  # LOO: pooled accuracy = mean of 0/1
     g = leave_one_group_out_splits(["a", "b", "a", "c"])
     assert [s.name for s in g] == ["a", "b", "c"] and list(g[0].test) == [0, 2]
@@ -55,7 +55,7 @@ def test_leave_one_video_out_and_groups():
 def test_split_mean_and_standard_error():
     X, y = clusters(10, 2, 8)
     s = [Split("s1", np.arange(0, 20, 2), np.arange(1, 20, 2)), Split("s2", np.arange(1, 20, 2), np.arange(0, 20, 2))]
-    res = evaluate(X, y, s)
+    res = run_protocol(X, y, s)
     assert res.pooled is None and set(res.mean) >= {"top1", "mAP"}
     assert res.mean["top1"] == pytest.approx(np.mean([m["top1"] for m in res.per_split]))
 
@@ -100,26 +100,26 @@ def test_topk_accuracy():
 def test_pca_option_and_study():
     X, y = clusters(15, 3, 40)
     splits = kfold_splits(y, 3)
-    r = evaluate(X, y, splits, SVMConfig(pca=5), pool=True)
+    r = run_protocol(X, y, splits, SVMConfig(pca=5), pool=True)
     assert r.pooled["top1"] > 0.9
     with pytest.warns(UserWarning, match="PCA dimension 500 skipped"):
         study = pca_dimension_study(X, y, splits, [500, 20, 2], pool=True)
     assert [d for d, _ in study] == [20, 2]
     with pytest.raises(ValueError, match="PCA to 100 dimensions .* 30 training videos of dimension 40"):
-        evaluate(X, y, splits, SVMConfig(pca=100))
+        run_protocol(X, y, splits, SVMConfig(pca=100))
 
 
 def test_bad_inputs():
     X, y = clusters(5, 2, 4)
     with pytest.raises(ValueError, match=r"features must be \(N, D\) with labels \(N,\)"):
-        evaluate(X, y[:-1], kfold_splits(y, 2))
+        run_protocol(X, y[:-1], kfold_splits(y, 2))
     y2 = y.copy()
     y2[0] = -1
     with pytest.raises(ValueError, match="have no label"):
-        evaluate(X, y2, kfold_splits(y, 2))
+        run_protocol(X, y2, kfold_splits(y, 2))
     with pytest.raises(ValueError, match="2 <= k <= number of videos"):
         kfold_splits(y, 50)
     Xn = X.copy()
     Xn[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        evaluate(Xn, y, kfold_splits(y, 2))
+        run_protocol(Xn, y, kfold_splits(y, 2))

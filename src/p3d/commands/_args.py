@@ -8,9 +8,12 @@ Data (``p3d train``, ``test``, ``extract``, ``check-data``)::
     --annotations, --split, --subset, --classes, --trimmed
 
 Without a kind, ROOT is read by what it is: a folder (class sub-folders give labels), a ``<path> [<label>]``
-list file or a ``.csv`` manifest (:func:`p3d.features.samples_from_path`).
+list file, a ``.csv`` manifest or a single video file (:func:`p3d.data.samples_from_path`).
 
-Model (``p3d extract``, ``visualize``): ``--model``, ``--weights``, ``--num-classes``, ``--model-option``.
+Model (``p3d test``, ``predict``, ``extract``, ``visualize``, ``export``, ``summary``): ``--weights`` in any form
+:func:`p3d.models.resolve_weights` reads (tag, ``.safetensors``, training checkpoint, run folder, port checkpoint,
+plain state dict), ``--model`` (needed only without weights or for a plain state dict), ``--num-classes``,
+``--model-option``.  The weights decide the architecture, classes and preprocessing.
 """
 
 from __future__ import annotations
@@ -79,30 +82,45 @@ def data_kind(args: argparse.Namespace) -> str | None:
     return pos or opt
 
 
-def samples_from_args(args: argparse.Namespace, *, default_kind: str | None = None, for_test: bool = False):
+# The subsets a split consists of: what `p3d extract` writes when no --subset is given, so that `p3d svm` and
+# `p3d similarity` find both the training and the test videos of the split in one store.
+SPLIT_SUBSETS: dict[str, tuple[str, ...]] = {"ucf101": ("train", "test"), "activitynet": ("training", "validation")}
+
+
+def samples_from_args(
+    args: argparse.Namespace, *, default_kind: str | None = None, for_test: bool = False, whole_split: bool = False
+):
     """The :class:`~p3d.data.SampleList` the data arguments name.  ``for_test``: the paper's test split/subset
-    (:data:`TEST_DEFAULTS`) where none is given."""
+    (:data:`TEST_DEFAULTS`) where none is given.  ``whole_split``: without ``--subset``, every subset of the split
+    (:data:`SPLIT_SUBSETS`: UCF101 train and test lists, ActivityNet training and validation)."""
     from p3d.data import build_samples
 
     kind = data_kind(args) or default_kind
     if args.data_root is None:
         raise ValueError("no dataset root given (--data-root)")
     if kind is None:
-        from p3d.features import samples_from_path
+        from p3d.data import samples_from_path
 
         return samples_from_path(args.data_root)
     defaults = TEST_DEFAULTS.get(kind, {}) if for_test else {}
     split = args.split if args.split is not None else defaults.get("split")
     sub = getattr(args, "subset", None)
-    return build_samples(
-        kind,
-        args.data_root,
-        annotations=args.annotations,
-        split=split,
-        subset=sub if sub is not None else defaults.get("subset"),
-        trimmed=getattr(args, "trimmed", False),
-        classes=args.classes,
-    )
+    subsets = [sub if sub is not None else defaults.get("subset")]
+    if whole_split and sub is None and kind in SPLIT_SUBSETS:
+        subsets = list(SPLIT_SUBSETS[kind])
+    lists = [
+        build_samples(
+            kind,
+            args.data_root,
+            annotations=args.annotations,
+            split=split,
+            subset=s,
+            trimmed=getattr(args, "trimmed", False),
+            classes=args.classes,
+        )
+        for s in subsets
+    ]
+    return lists[0].union(*lists[1:])
 
 
 def describe_data(args: argparse.Namespace) -> str:
@@ -116,12 +134,25 @@ def describe_data(args: argparse.Namespace) -> str:
     return f"{kind}:{args.data_root}{extra}"
 
 
-def add_model_arguments(p: argparse.ArgumentParser, *, title: str = "model") -> None:
-    """A registry model: name, weights (their preprocessing comes along), classifier size, constructor options."""
+def add_model_arguments(p: argparse.ArgumentParser, *, title: str = "model", weights_flag: bool = True) -> None:
+    """Weights in any form (their architecture, classes and preprocessing come along), or a registry model.
+    ``weights_flag=False``: the command takes the weights as a positional argument of its own."""
     g = p.add_argument_group(title)
-    g.add_argument("--model", required=True, help="registry name, e.g. p3d199, resnet50_2d (see `p3d list-models`)")
-    g.add_argument("--weights", default=None, help="weight file or pretrained tag (its preprocessing is used)")
-    g.add_argument("--num-classes", type=int, default=None, help="classifier size (when --weights does not say)")
+    if weights_flag:
+        g.add_argument(
+            "--weights",
+            "--pretrained",
+            dest="weights",
+            default=None,
+            help="a pretrained tag, .safetensors, p3d train checkpoint or run folder, or the port's checkpoint "
+            "(they say which model they are for)",
+        )
+    g.add_argument(
+        "--model",
+        default=None,
+        help="registry name (see `p3d list-models`): without weights, or for a plain state dict",
+    )
+    g.add_argument("--num-classes", type=int, default=None, help="classifier size (a new head if the weights differ)")
     g.add_argument(
         "--model-option",
         action="append",
@@ -132,27 +163,131 @@ def add_model_arguments(p: argparse.ArgumentParser, *, title: str = "model") -> 
 
 
 def model_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Constructor keyword arguments of ``--model-option`` / ``--num-classes``."""
+    """Constructor keyword arguments of ``--model-option`` / ``--num-classes`` (values checked by the model)."""
     import yaml
 
     opts: dict[str, Any] = {}
     for kv in args.model_option:
         key, sep, value = kv.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValueError(f"--model-option expects KEY=VALUE, got {kv!r}")
-        opts[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            opts[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"--model-option {kv!r}: the value is not valid YAML") from None
     if args.num_classes is not None:
+        if args.num_classes < 0:
+            raise ValueError(f"--num-classes must be >= 0, got {args.num_classes}")
         opts["num_classes"] = args.num_classes
     return opts
 
 
-def model_from_args(args: argparse.Namespace):
-    """``create_model(--model, pretrained=--weights, ...)``; explicit options override the weights' own."""
-    from p3d.models import create_model
+def model_from_args(args: argparse.Namespace, weights: str | None = None):
+    """The model the arguments name: :func:`p3d.models.load_model` of the weights (``--model`` and options may not
+    contradict them), or ``create_model(--model, ...)`` without weights."""
+    from p3d.models import create_model, load_model
 
+    weights = weights if weights is not None else args.weights
     opts = model_options(args)
-    if args.weights is not None:
-        from p3d.models.pretrained import pretrained_options
+    if weights is not None:
+        return load_model(weights, args.model, **opts)
+    if args.model is None:
+        raise ValueError("give --weights (a tag, file or run folder) or --model NAME")
+    return create_model(args.model, **opts)
 
-        opts = {**pretrained_options(args.weights, args.model), **opts}
-    return create_model(args.model, pretrained=args.weights, **opts)
+
+def add_input_arguments(p: argparse.ArgumentParser) -> None:
+    """Clip length, crop size and resize overriding the model's input spec (its mean/std/colour order stay)."""
+    g = p.add_argument_group("input (default: the model's)")
+    g.add_argument("--clip-len", type=int, default=None, help="frames per clip")
+    g.add_argument("--size", type=int, default=None, help="crop size (square)")
+    g.add_argument("--resize", type=int, nargs=2, default=None, metavar=("H", "W"), help="frames resized to H×W")
+
+
+def apply_input_arguments(model, args: argparse.Namespace) -> None:
+    """Apply :func:`add_input_arguments` to ``model.input_spec`` (a resize below the crop grows to fit)."""
+    changes: dict[str, Any] = {}
+    if args.clip_len is not None:
+        if args.clip_len < 1:
+            raise ValueError(f"--clip-len must be >= 1, got {args.clip_len}")
+        changes["clip_len"] = args.clip_len
+    if args.size is not None:
+        if args.size < 1:
+            raise ValueError(f"--size must be >= 1, got {args.size}")
+        changes["size"] = (args.size, args.size)
+    if args.resize is not None:
+        if min(args.resize) < 1:
+            raise ValueError(f"--resize must be two positive integers, got {args.resize}")
+        changes["resize"] = tuple(args.resize)
+    if not changes:
+        return
+    spec = model.input_spec.replace(**changes)
+    if args.resize is None and (spec.size[0] > spec.resize[0] or spec.size[1] > spec.resize[1]):
+        spec = spec.replace(resize=(max(spec.size[0], spec.resize[0]), max(spec.size[1], spec.resize[1])))
+    if spec.size[0] > spec.resize[0] or spec.size[1] > spec.resize[1]:
+        raise ValueError(f"--size {list(spec.size)} is larger than --resize {list(spec.resize)}")
+    model.input_spec = spec
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser, *, batch_size: int, title: str = "run") -> None:
+    """Device, mixed precision, clips per forward pass and decoding workers: named alike in every command."""
+    g = p.add_argument_group(title)
+    g.add_argument(
+        "--batch-size",
+        "--clip-batch",
+        dest="batch_size",
+        type=int,
+        default=batch_size,
+        help=f"clips per forward pass, taken across videos (default {batch_size}; bounds memory)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=None, help="decoding processes (default: the spare cores; 0 = in-process)"
+    )
+    g.add_argument(
+        "--device", default="auto", help="auto (default: cuda:$LOCAL_RANK if available, else cpu), cpu, cuda:N"
+    )
+    g.add_argument(
+        "--amp",
+        choices=("none", "auto", "bf16", "fp16"),
+        default="none",
+        help="mixed precision (auto: bfloat16 on CPU, float16 on CUDA; default none)",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_positive(**values: int | None) -> None:
+    """``--name`` values that must be >= 1 (None: not given): one line naming the first bad one."""
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def add_source_argument(p: argparse.ArgumentParser) -> None:
+    """A positional SOURCE: a registry name or weights in any form (``p3d summary p3d199``, ``p3d export runs/x``)."""
+    p.add_argument("source", nargs="?", default=None, help="a registry name (see `p3d list-models`) or weights")
+    add_model_arguments(p)
+
+
+def model_from_source(args: argparse.Namespace):
+    """The model of :func:`add_source_argument`: SOURCE is a registry name, else weights."""
+    from p3d.models import list_models
+
+    if args.source is not None:
+        if args.source in list_models():
+            if args.model is not None and args.model != args.source:
+                raise ValueError(f"model given twice: {args.source!r} and --model {args.model!r}")
+            args.model = args.source
+        elif args.weights is not None:
+            raise ValueError(f"weights given twice: {args.source!r} and --weights {args.weights!r}")
+        else:
+            from pathlib import Path
+
+            from p3d.models.pretrained import list_pretrained
+
+            if not Path(args.source).exists() and args.source not in list_pretrained():
+                raise ValueError(
+                    f"unknown model {args.source!r}: not a registry model ({', '.join(list_models())}), a weight "
+                    f"file, a run folder or a pretrained tag"
+                )
+            args.weights = args.source
+    return model_from_args(args)

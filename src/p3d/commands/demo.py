@@ -13,7 +13,7 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from p3d.engine.demo import DemoSettings
+    from p3d.apps.demo import DemoSettings
 
     d = DemoSettings()
     p.add_argument("--out", default="p3d-demo", help="output folder (default p3d-demo)")
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from p3d.engine.demo import DemoSettings, run_demo
+    from p3d.apps.demo import DemoSettings, run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not 2 <= args.classes <= 8:
@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     report = run_demo(args.out, s, variants=args.variants, features=not args.no_features)
+    if report["status"] == "stopped":
+        return 128 + 15
     acc = {r["key"]: r["video_hit@1"] for r in report["results"]}
     print(f"P3D video accuracy:    {acc['p3d']:.1%}")
     print(f"2D ResNet video accuracy: {acc['2d']:.1%}   (chance {report['chance']:.1%})")

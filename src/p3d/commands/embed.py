@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from p3d.evaluation.lists import read_class_index, read_label_file, resolve_ids
     from p3d.evaluation.plots import plot_embedding, tsne_embedding
-    from p3d.features_io import read_features
+    from p3d.representation.store import read_features
 
     fs = read_features(args.features)
     X = fs.layer(args.layer)

@@ -1,4 +1,4 @@
-"""``p3d export MODEL -o FILE``: ONNX (opset 18, dynamic batch), TorchScript trace or ``torch.export`` program,
+"""``p3d export MODEL|WEIGHTS -o FILE``: ONNX (opset 18, dynamic batch), TorchScript trace or ``torch.export`` program,
 each checked against PyTorch on random clips (max |Δ| printed)."""
 
 from __future__ import annotations
@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from p3d.commands._args import add_source_argument, check_positive, model_from_source
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from p3d.convert.export import DEFAULT_OPSET
 
-    p.add_argument("model", help="registry name, e.g. p3d199 (see `p3d list-models`)")
+    add_source_argument(p)
     p.add_argument("-o", "--output", required=True, help="output file: .onnx, .pt (TorchScript) or .pt2 (torch.export)")
-    p.add_argument("--pretrained", help="converted weights: a .safetensors file or a pretrained tag")
     p.add_argument("--format", choices=("onnx", "torchscript", "export"), help="default: from the output suffix")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--batch", type=int, default=1, help="batch size of the check clip (ONNX/.pt2 batch is dynamic)")
     p.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: the model's, 16)")
     p.add_argument("--size", type=int, default=None, help="crop size (default: the model's, 160)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier size (default: registry or weights)")
     p.add_argument("--in-channels", type=int, default=None, help="3 RGB, 2 optical flow")
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance relative to max(1, |output|)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
@@ -26,14 +26,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from p3d.convert.export import export_model
-    from p3d.models import create_model
+    from p3d.fileio import check_writable
 
     out = Path(args.output)
     fmt = args.format or {".onnx": "onnx", ".pt": "torchscript", ".pt2": "export"}.get(out.suffix)
     if fmt is None:
         raise ValueError(f"{out}: cannot tell the format from the suffix; use .onnx, .pt, .pt2 or --format")
-    options = {k: v for k, v in (("num_classes", args.num_classes), ("in_channels", args.in_channels)) if v is not None}
-    model = create_model(args.model, pretrained=args.pretrained, **options).eval()
+    check_positive(batch=args.batch, clip_len=args.clip_len, size=args.size, opset=args.opset)
+    check_writable(out.parent)
+    if args.in_channels is not None:
+        args.model_option.append(f"in_channels={args.in_channels}")
+    model = model_from_source(args).eval()
     spec = model.input_spec
     t = args.clip_len or spec.clip_len
     h, w = (args.size, args.size) if args.size else spec.size

@@ -11,7 +11,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3d.features_io import merge_features, read_features
+    from p3d.representation.store import merge_features, read_features
 
     out = merge_features(args.store, args.output)
     fs = read_features(out)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from p3d.evaluation.plots import plot_pca_study
     from p3d.evaluation.protocol import build_protocol
     from p3d.evaluation.svm import SVMConfig, pca_dimension_study
-    from p3d.features_io import read_features
+    from p3d.representation.store import read_features
 
     if any(d < 1 for d in args.dims):
         raise ValueError(f"--dims must be positive, got {args.dims}")

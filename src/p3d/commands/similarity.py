@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from p3d.commands._evalargs import write_json
     from p3d.evaluation.lists import read_pair_list, resolve_ids
     from p3d.evaluation.similarity import aslan_evaluate, fold_assignment
-    from p3d.features_io import read_features
+    from p3d.representation.store import read_features
 
     fs = read_features(args.features)
     if args.layers:

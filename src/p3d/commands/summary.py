@@ -1,13 +1,14 @@
-"""``p3d summary MODEL``: parameters, size, FLOPs (and whether multiply-adds or 2× MACs), layer count."""
+"""``p3d summary MODEL|WEIGHTS``: parameters, size (MiB), FLOPs (and whether multiply-adds or 2× MACs), layer count."""
 
 from __future__ import annotations
 
 import argparse
 
+from p3d.commands._args import add_source_argument, check_positive, model_from_source
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registry name, e.g. p3d199 (see `p3d list-models`)")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the registry's, 400)")
+    add_source_argument(p)
     p.add_argument("--in-channels", type=int, default=None, help="3 RGB (default), 2 optical flow")
     p.add_argument("--pattern", default=None, help="P3D block pattern: ABC (default), A, B, C")
     p.add_argument("--clip-len", type=int, default=None, help="frames per clip (default: the model's, 16)")
@@ -15,20 +16,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3d.models import create_model, summarize
+    from p3d.models import summarize
 
-    options = {
-        k: v
-        for k, v in (
-            ("num_classes", args.num_classes),
-            ("in_channels", args.in_channels),
-            ("pattern", args.pattern),
-        )
-        if v is not None
-    }
-    model = create_model(args.model, **options)
+    check_positive(clip_len=args.clip_len, size=args.size, in_channels=args.in_channels)
+    args.model_option += [f"{k}={v}" for k, v in (("in_channels", args.in_channels), ("pattern", args.pattern)) if v]
+    model = model_from_source(args)
     spec = model.input_spec
     t = args.clip_len or spec.clip_len
     h, w = (args.size, args.size) if args.size else spec.size
-    print(summarize(model, args.model, (1, spec.channels, t, h, w)))
+    print(summarize(model, model.pretrained_cfg.architecture, (1, spec.channels, t, h, w)))
     return 0

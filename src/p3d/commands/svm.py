@@ -27,15 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from p3d.evaluation.protocol import build_protocol
-    from p3d.evaluation.svm import SVMConfig, evaluate
-    from p3d.features_io import read_features
+    from p3d.evaluation.svm import SVMConfig, run_protocol
+    from p3d.representation.store import read_features
 
     fs = read_features(args.features)
     X = fs.layer(args.layer)
     layer = args.layer or ("pool5" if "pool5" in fs.video else fs.layers[0])
     proto = build_protocol(fs, **protocol_kwargs(args))
     cfg = SVMConfig(C=args.C, normalize=args.normalize, pca=args.pca, seed=args.seed)
-    res = evaluate(X, proto.labels, proto.splits, cfg, topk=args.topk, pool=proto.pool, multi_labels=proto.multi_labels)
+    res = run_protocol(
+        X, proto.labels, proto.splits, cfg, topk=args.topk, pool=proto.pool, multi_labels=proto.multi_labels
+    )
     n_multi = 0 if proto.multi_labels is None else sum(len(labs) > 1 for labs in proto.multi_labels)
     model = fs.meta.get("model", "?")
     print(f"{fs.source}: {len(fs)} videos, model {model}, layer {layer} ({X.shape[1]}-d)")

@@ -20,6 +20,8 @@ _FLAGS = {
     "pretrained": "model.pretrained",
     "imagenet_2d": "model.imagenet_2d",
     "pattern": "model.pattern",
+    "width": "model.width",
+    "layers": "model.layers",
     "dropout": "model.dropout",
     "data_kind": "data.kind",
     "data_root": "data.root",
@@ -28,6 +30,10 @@ _FLAGS = {
     "subset": "data.train_subset",
     "classes": "data.classes",
     "val_root": "data.val_root",
+    "clip_len": "data.clip_len",
+    "size": "data.size",
+    "resize": "data.resize",
+    "frame_stride": "data.frame_stride",
     "workers": "data.num_workers",
     "lr": "optim.lr",
     "lr_step": "optim.lr_step",
@@ -44,7 +50,12 @@ _FLAGS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None, metavar="YAML", help="configuration file (see p3d.engine.config)")
+    p.add_argument("--config", default=None, metavar="YAML", help="configuration file (see --print-config)")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration with every field's type, default and meaning, and exit",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -68,6 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--imagenet-2d", help="initialise from a 2D ImageNet ResNet state dict (paper Sec. 3.3)")
     g.add_argument("--pattern", help="P3D block pattern: ABC (default), A, B, C")
+    g.add_argument("--width", type=int, help="channels of conv1 (default 64; e.g. 8 for a tiny CPU model)")
+    g.add_argument(
+        "--layers", type=int, nargs=4, metavar="N", help="units per stage res2..res5 (e.g. 1 1 1 1 for a tiny model)"
+    )
     g.add_argument("--dropout", type=float, help="pool5 dropout (paper: 0.9 for UCF101 fine-tuning)")
     g.add_argument(
         "--no-freeze-bn", action="store_true", help="train every BatchNorm (default: frozen except the first)"
@@ -80,6 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("data (more)")
     g.add_argument("--val-root", help="validation folder/manifest (folder and manifest kinds)")
+    g.add_argument("--clip-len", type=int, help="frames per clip (paper 16)")
+    g.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="crop size (paper 160 160)")
+    g.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), help="frames resized to H W first (182 242)")
+    g.add_argument("--frame-stride", type=int, help="take every N-th frame (default 1)")
     g.add_argument(
         "--workers",
         type=int,
@@ -102,29 +121,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def overrides_from_args(args: argparse.Namespace) -> list[str]:
-    import json
-
-    out = []
+def flags_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """The flags given, as typed values by config key (they are checked against the schema, never re-parsed)."""
+    out: dict[str, object] = {}
     for flag, key in _FLAGS.items():
         v = getattr(args, flag, None)
         if v is not None:
-            out.append(f"{key}={json.dumps(v) if not isinstance(v, str) else v}")
+            out[key] = v
     if getattr(args, "no_freeze_bn", False):
-        out.append("model.freeze_bn=false")
+        out["model.freeze_bn"] = False
     if getattr(args, "compile", False):
-        out.append("run.compile=true")
+        out["run.compile"] = True
     if getattr(args, "no_progress", False):
-        out.append("run.progress=false")
-    return out + list(args.overrides)
+        out["run.progress"] = False
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
     from p3d.engine import DivergenceError, Trainer, load_config
+    from p3d.engine.config import describe_config
     from p3d.engine.distributed import cleanup
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, overrides_from_args(args))
+    cfg = load_config(args.config, args.overrides, flags_from_args(args))
+    if args.print_config:
+        print(describe_config(cfg), end="")
+        return 0
     # A bare `--resume` keeps the run's own iteration budget; --iterations, --config or --set optim.iterations=…
     # given again decide it (e.g. to extend a finished run).
     budget_given = (

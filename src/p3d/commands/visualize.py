@@ -22,17 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=2, help="upscale the written frames by this factor (default 2)")
     p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--device", default="auto", help="auto (default: cuda if available), cpu, cuda:N")
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
+    from p3d.commands._args import check_positive, model_from_args
+    from p3d.engine.distributed import pick_device
+    from p3d.representation.visualize import DeepDrawConfig, class_index_of, deepdraw, write_animation, write_strip
 
-    from p3d.commands._args import model_from_args
-    from p3d.visualize import DeepDrawConfig, class_index_of, deepdraw, write_animation, write_strip
-
+    check_positive(steps=args.steps, octaves=args.octaves, scale=args.scale, fps=args.fps)
     model = model_from_args(args)
-    names = None
+    names = list(model.pretrained_cfg.class_names or []) or None
     if args.classes:
         from p3d.evaluation.lists import read_class_index
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         blur_end=args.blur[1],
         seed=args.seed,
     )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(args.device)
     res = deepdraw(model, cls, cfg, device=device)
     label = f"{cls} ({names[cls]})" if names else str(cls)
     print(f"class {label}: logit {res.scores[0]:.3f} -> {res.scores[-1]:.3f} over {len(res.scores) - 1} steps")

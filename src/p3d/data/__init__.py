@@ -9,6 +9,7 @@ Stable public API (shapes: frames ``(T, H, W, 3)`` uint8 RGB; clips ``(C, T, H, 
     sample_test_clips(num_frames, num_clips=20, clip_len=16, stride=1) -> (num_clips, clip_len) int64
     ClipTransform(spec, train)(frames, rng) -> (C, T, H, W) float32   # p3d.data.transforms
     build_samples(kind, root, annotations=..., split=..., subset=...) -> SampleList   # p3d.data.datasets
+    samples_from_path(folder | video | list | manifest) -> SampleList; video_ids(samples) -> ids
     ClipDataset(samples, spec, seed=0)[i] -> (clip (C, T, H, W), label)
     VideoClipsDataset(samples, spec, num_clips=20, flat=False)[i] -> {"clips", "label", "video_index", ...}
     build_loader(dataset, batch_size, train=..., num_workers=...) -> DataLoader   # p3d.data.loader
@@ -30,6 +31,8 @@ from p3d.data.datasets import (
     parse_manifest,
     parse_sports1m,
     parse_ucf101,
+    samples_from_path,
+    video_ids,
     write_manifest,
 )
 from p3d.data.loader import build_loader, default_num_workers
@@ -71,4 +74,6 @@ __all__ = [
     "sample_test_clips",
     "sample_train_clip",
     "write_manifest",
+    "samples_from_path",
+    "video_ids",
 ]

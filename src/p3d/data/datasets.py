@@ -50,8 +50,8 @@ from p3d.data.sampling import (
     sample_test_clips,
     sample_train_clip,
 )
-from p3d.data.transforms import ClipTransform
-from p3d.data.video import VIDEO_EXTENSIONS, VideoReader, list_videos
+from p3d.data.transforms import ClipTransform, hflip
+from p3d.data.video import VIDEO_EXTENSIONS, VideoReader, list_videos, normalize_id
 from p3d.errors import VideoReadError
 from p3d.spec import InputSpec
 
@@ -97,6 +97,23 @@ class SampleList:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def union(self, *others: SampleList) -> SampleList:
+        """These samples followed by those of ``others`` not already present (same path and segment); the class
+        lists must agree."""
+        seen = {(s.path, s.start, s.end) for s in self.samples}
+        samples, missing = list(self.samples), list(self.missing)
+        for o in others:
+            if list(o.classes) != list(self.classes):
+                raise ValueError(
+                    f"cannot join sample lists with different classes ({len(o.classes)} vs {len(self.classes)})"
+                )
+            for s in o.samples:
+                if (s.path, s.start, s.end) not in seen:
+                    seen.add((s.path, s.start, s.end))
+                    samples.append(s)
+            missing += [m for m in o.missing if m not in missing]
+        return SampleList(samples, list(self.classes), self.multilabel or any(o.multilabel for o in others), missing)
 
     def class_counts(self) -> dict[str, int]:
         counts = {c: 0 for c in self.classes}
@@ -473,6 +490,84 @@ def build_samples(
     raise ValueError(f"unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}")
 
 
+def samples_from_path(path: str | os.PathLike[str]) -> SampleList:
+    """A folder, a video file or a list file as samples.
+
+    * a folder with class sub-folders holding videos: labelled by folder (:func:`parse_folder`);
+    * any other folder: every video under it, unlabelled;
+    * a video file (by its extension, or any file that is not text): that one video, unlabelled;
+    * a ``.csv``/``.tsv`` manifest: :func:`parse_manifest`;
+    * any other file: one video per line, ``<path> [<label>]``, relative paths from the file's folder;
+      integer labels are class numbers, other tokens class names (sorted into numbers).
+    """
+    p = Path(path)
+    if p.is_dir():
+        subdirs = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        loose = [v for v in list_videos(p) if v.parent == p]
+        if subdirs and not loose and all(list_videos(d) for d in subdirs):
+            return parse_folder(p)
+        videos = list_videos(p)
+        if not videos:
+            raise ValueError(f"{p}: no video files found")
+        return SampleList([Sample(str(v), (), v.stem) for v in videos], [])
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such folder or list file")
+    if p.suffix.lower() in (".csv", ".tsv"):
+        return parse_manifest(p)
+    single = SampleList([Sample(str(p), (), p.stem)], [])
+    if p.suffix.lower() in VIDEO_EXTENSIONS:
+        return single
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:  # binary: a video whatever its name; an unreadable one is reported as such later
+        return single
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) > 2:
+            raise ValueError(f"{p}: line {n}: expected '<video path> [<label>]'")
+        v = Path(parts[0])
+        rows.append((v if v.is_absolute() else p.parent / v, parts[1] if len(parts) == 2 else None))
+    if not rows:
+        raise ValueError(f"{p}: empty video list")
+    tokens = sorted({t for _, t in rows if t is not None})
+    numeric = all(t.lstrip("-").isdigit() for t in tokens)
+    names = [] if numeric else tokens
+    samples = []
+    for v, t in rows:
+        lab = () if t is None else ((int(t),) if numeric else (names.index(t),))
+        samples.append(Sample(str(v), lab, v.stem))
+    return SampleList(samples, names)
+
+
+def video_ids(samples: Sequence[Sample]) -> list[str]:
+    """Feature ids of ``samples``: path relative to the samples' common folder, without extension.
+
+    UCF101 samples get ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01``, exactly what its split lists say (see
+    :func:`p3d.data.video.normalize_id`).  Segments of one file (ActivityNet trimmed) or paths that do
+    not give unique ids use the dataset's ``video_id`` instead.
+    """
+    if not samples:
+        return []
+    segments = any(s.start is not None or s.end is not None for s in samples)
+    if not segments:
+        paths = [os.path.abspath(s.path) for s in samples]
+        base = os.path.commonpath([os.path.dirname(q) for q in paths])
+        ids = [normalize_id(os.path.relpath(q, base)) for q in paths]
+        if len(set(ids)) == len(ids):
+            return ids
+    ids = [s.video_id for s in samples]
+    if len(set(ids)) != len(ids):
+        from collections import Counter
+
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise ValueError(f"video ids are not unique (e.g. {dup!r}); give a manifest with a video_id column")
+    return ids
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Torch datasets
 # ---------------------------------------------------------------------------------------------------------
@@ -480,6 +575,16 @@ def _segment_frames(reader: VideoReader, sample: Sample) -> tuple[int, int]:
     if sample.start is None and sample.end is None:
         return 0, reader.num_frames
     return reader.frame_range(sample.start, sample.end)
+
+
+def target(s: Sample, num_classes: int, multilabel: bool) -> int | torch.Tensor:
+    """The training target of ``s``: its class number, or a ``(num_classes,)`` multi-hot float vector for
+    multi-label lists (-1 for an unlabelled single-label sample)."""
+    if not multilabel:
+        return s.label
+    y = torch.zeros(num_classes, dtype=torch.float32)
+    y[list(s.labels)] = 1.0
+    return y
 
 
 def _as_samples(samples: SampleList | Sequence[Sample]) -> tuple[list[Sample], int, bool]:
@@ -538,13 +643,6 @@ class ClipDataset(Dataset):
         """Failed reads so far, summed over all DataLoader workers."""
         return int(self._skipped.value)
 
-    def _target(self, s: Sample) -> int | torch.Tensor:
-        if not self.multilabel:
-            return s.label
-        y = torch.zeros(self.num_classes, dtype=torch.float32)
-        y[list(s.labels)] = 1.0
-        return y
-
     def load_clip(self, s: Sample, rng: np.random.Generator) -> torch.Tensor:
         """One random clip of ``s``: ``(C, T, H, W)`` float32.  Raises VideoReadError."""
         with VideoReader(s.path, threads=self.threads) as r:
@@ -559,7 +657,7 @@ class ClipDataset(Dataset):
             rng = np.random.default_rng([self.seed, self.epoch, int(i), attempt])
             s = self.samples[j]
             try:
-                return self.load_clip(s, rng), self._target(s)
+                return self.load_clip(s, rng), target(s, self.num_classes, self.multilabel)
             except (VideoReadError, av.error.FFmpegError) as e:
                 with self._skipped.get_lock():
                     self._skipped.value += 1
@@ -575,11 +673,12 @@ class ClipDataset(Dataset):
 class VideoClipsDataset(Dataset):
     """All ``num_clips`` test clips of each video (paper: 20 uniformly spread, centre crop).
 
-    ``flat=False``: item = one video, ``clips`` ``(num_clips, C, T, H, W)``.  ``flat=True``: item = one
+    ``flat=False``: item = one video, ``clips`` ``(num_clips, C, T, H, W)`` (with ``flip``: followed by their
+    horizontal mirrors, ``2·num_clips`` rows; see :func:`p3d.data.transforms.hflip`).  ``flat=True``: item = one
     clip, index ``video * num_clips + k``, ``clips`` ``(C, T, H, W)``.  Items are dicts ``{clips, label,
-    video_index, clip_index, video_id, valid}``; an unreadable video gives zero clips with ``valid=False``
-    (logged; ``num_failed`` counts them across workers).  Decoding all clips of a video at once
-    (``flat=False``) is cheaper than one clip per item.
+    video_index, clip_index, video_id, valid, error}``; a video that cannot be read gives zero clips with
+    ``valid=False`` and the reason in ``error`` (logged; ``num_failed`` counts them across workers) — one bad file
+    never stops a run.  Decoding all clips of a video at once (``flat=False``) is cheaper than one clip per item.
     """
 
     def __init__(
@@ -589,16 +688,20 @@ class VideoClipsDataset(Dataset):
         *,
         num_clips: int = 20,
         flat: bool = False,
+        flip: bool = False,
         short_policy: str = "loop",
         threads: int = 1,
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
+        if flip and flat:
+            raise ValueError("flip (mirrored copies of every clip) needs flat=False")
         self.samples, self.num_classes, self.multilabel = _as_samples(samples)
         self.spec = spec
         self.transform = ClipTransform(spec, train=False)
         self.num_clips = num_clips
         self.flat = flat
+        self.flip = flip
         self.short_policy = short_policy
         self.threads = threads
         self._failed = mp.get_context().Value("i", 0)
@@ -616,43 +719,40 @@ class VideoClipsDataset(Dataset):
         idx = sample_test_clips(b - a, self.num_clips, self.spec.clip_len, self.spec.frame_stride, self.short_policy)
         return offset_to_segment(idx, (a, b))
 
-    def _label(self, s: Sample) -> int | torch.Tensor:
-        if not self.multilabel:
-            return s.label
-        y = torch.zeros(self.num_classes, dtype=torch.float32)
-        y[list(s.labels)] = 1.0
-        return y
+    def _clips(self, s: Sample, k: int) -> torch.Tensor:
+        if not os.path.exists(s.path):
+            raise VideoReadError(s.path, "file not found")
+        with VideoReader(s.path, threads=self.threads) as r:
+            idx = self.clip_indices(r, s)
+            frames = r.get_frames(idx[k] if self.flat else idx.reshape(-1), size=self.transform.decode_size)
+        if self.flat:
+            return self.transform(frames)
+        frames = frames.reshape(self.num_clips, self.spec.clip_len, *frames.shape[1:])
+        clips = torch.stack([self.transform(f) for f in frames])
+        return torch.cat([clips, hflip(clips, self.spec)]) if self.flip else clips
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         v, k = divmod(int(i), self.num_clips) if self.flat else (int(i), -1)
         s = self.samples[v]
-        c, t = self.spec.channels, self.spec.clip_len
-        h, w = self.spec.size
+        error = None
         try:
-            with VideoReader(s.path, threads=self.threads) as r:
-                idx = self.clip_indices(r, s)
-                wanted = idx[k] if self.flat else idx.reshape(-1)
-                frames = r.get_frames(wanted, size=self.transform.decode_size)
-            if self.flat:
-                clips = self.transform(frames)
-            else:
-                frames = frames.reshape(self.num_clips, t, *frames.shape[1:])
-                clips = torch.stack([self.transform(f) for f in frames])
-            valid = True
-        except (VideoReadError, av.error.FFmpegError) as e:
+            clips = self._clips(s, k)
+        except Exception as e:  # noqa: BLE001 - any failure of one video is reported, never fatal to the run
             with self._failed.get_lock():
                 self._failed.value += 1
-            reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
-            log.warning("unreadable video %s: %s", s.path, reason)
-            shape = (c, t, h, w) if self.flat else (self.num_clips, c, t, h, w)
-            clips, valid = torch.zeros(shape), False
+            error = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
+            log.warning("unreadable video %s: %s", s.path, error)
+            c, t, (h, w) = self.spec.channels, self.spec.clip_len, self.spec.size
+            n = self.num_clips * (2 if self.flip else 1)
+            clips = torch.zeros((c, t, h, w) if self.flat else (n, c, t, h, w))
         return {
             "clips": clips,
-            "label": self._label(s),
+            "label": target(s, self.num_classes, self.multilabel),
             "video_index": v,
             "clip_index": k,
             "video_id": s.video_id,
-            "valid": valid,
+            "valid": error is None,
+            "error": error or "",
         }
 
 

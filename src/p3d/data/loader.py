@@ -35,9 +35,8 @@ def default_num_workers(device: str | torch.device | None = None) -> int:
 
     On a GPU every core but the main process's decodes (at least 1).  On a CPU-only run the model's own threads
     (``torch.get_num_threads()``) already occupy the cores, and a decoding process competing with them costs more
-    than it gives (2 cores, P3D-63 bf16 training with data: 4.1 clips/s with one worker, 5.5 in-process; feature
-    extraction 0.77× vs 0.89× of pure forward; BENCHMARKS.md), so only cores beyond torch's threads get workers
-    — 0 on a 2-core machine.  ``device=None`` means CUDA when it is available.
+    than it gives (measured in BENCHMARKS.md, "Data pipeline"), so only cores beyond torch's threads get workers —
+    0 on a 2-core machine.  ``device=None`` means CUDA when it is available.
     """
     try:
         cores = len(os.sched_getaffinity(0))
@@ -49,12 +48,19 @@ def default_num_workers(device: str | torch.device | None = None) -> int:
     return max(1, cores - 1)
 
 
+def _pin(device: str | torch.device | None) -> bool:
+    if device is None:
+        return torch.cuda.is_available()
+    return torch.device(device).type == "cuda"
+
+
 def build_loader(
     dataset: Dataset,
-    batch_size: int,
+    batch_size: int | None,
     *,
     train: bool,
     num_workers: int | None = None,
+    device: str | torch.device | None = None,
     seed: int = 0,
     pin_memory: bool | None = None,
     prefetch_factor: int = 4,
@@ -65,12 +71,14 @@ def build_loader(
     """A DataLoader set up so that decoding overlaps training.
 
     ``train=True`` shuffles (seeded) and drops the last incomplete batch; ``train=False`` keeps order.
-    ``num_workers=None`` uses :func:`default_num_workers`; 0 loads in the main process.  Each worker keeps
-    ``prefetch_factor`` batches ready.  ``sampler`` (e.g. a ``DistributedSampler``) replaces shuffling.
+    ``batch_size=None`` yields the dataset's items as they are (no collation: e.g. one video's clips per item).
+    ``num_workers=None`` uses :func:`default_num_workers` for ``device``; 0 loads in the main process.  Each worker
+    keeps ``prefetch_factor`` batches ready.  ``sampler`` (e.g. a ``DistributedSampler``) replaces shuffling.
+    Memory is pinned when the batches go to a CUDA device.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    workers = default_num_workers() if num_workers is None else int(num_workers)
+    workers = default_num_workers(device) if num_workers is None else int(num_workers)
     if workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {workers}")
     generator = torch.Generator()
@@ -88,8 +96,8 @@ def build_loader(
         shuffle=train and sampler is None,
         sampler=sampler,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-        drop_last=train if drop_last is None else drop_last,
+        pin_memory=_pin(device) if pin_memory is None else pin_memory,
+        drop_last=(train and batch_size is not None) if drop_last is None else drop_last,
         generator=generator,
         **kwargs,
     )

@@ -87,6 +87,21 @@ def normalize(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
     return ((x * scale - mean) * inv_std).contiguous()
 
 
+def hflip(clips: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Horizontal mirror of normalised clips ``(..., C, T, H, W)``.
+
+    For optical flow (``channel_order == "XY"``) mirroring the image also reverses horizontal motion: the stored
+    x image ``v`` becomes ``255 - v`` (TSN/denseflow convention), which in normalised units is
+    ``x' = (255·scale − 2·mean_x)/std_x − x``; y is only mirrored.
+    """
+    out = clips.flip(-1)
+    if spec.channel_order == "XY":
+        m, sd, s = spec.mean[0], spec.std[0], spec.scale
+        x = out[..., 0, :, :, :]
+        out[..., 0, :, :, :] = (255.0 * s - 2.0 * m) / sd - x
+    return out
+
+
 class ClipTransform:
     """uint8 RGB frames ``(T, H, W, 3)`` -> normalised clip ``(C, T, h, w)`` float32 for ``spec``.
 

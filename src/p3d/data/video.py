@@ -44,6 +44,23 @@ VIDEO_EXTENSIONS = (
     ".ogv", ".mts", ".m2ts", ".asf", ".vob", ".divx", ".xvid", ".y4m", ".nut",
 )  # fmt: skip
 
+
+def normalize_id(s: str) -> str:
+    """Canonical video id: POSIX separators, no leading ``./``, video extension removed.
+
+    ``p3d extract`` names videos this way (path relative to the input folder), so ids in split lists written
+    as ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi`` match the features of that file.
+    """
+    s = s.strip().replace("\\", "/")
+    while s.startswith("./"):
+        s = s[2:]
+    low = s.lower()
+    for ext in VIDEO_EXTENSIONS:
+        if low.endswith(ext):
+            return s[: -len(ext)]
+    return s
+
+
 # swscale interpolation used when resizing while converting to RGB.
 DEFAULT_INTERPOLATION = "BILINEAR"
 

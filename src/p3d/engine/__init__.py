@@ -4,8 +4,8 @@ Public API::
 
     load_config(path=None, overrides=["optim.lr=0.01", ...]) -> TrainConfig     # p3d.engine.config
     Trainer(cfg, resume=False).fit() -> TrainResult                              # p3d.engine.trainer
-    evaluate(model, samples, num_clips=20) -> EvalResult; EvalResult.metrics()   # p3d.engine.evaluate
-    model_from_checkpoint(path) -> (model, classes, state)
+    evaluate_videos(model, samples, num_clips=20) -> EvalResult; .metrics()      # p3d.engine.evaluate
+    iter_video_outputs(videos, forward, batch_size=...); autocast(device, amp)  # p3d.engine.inference
     save_checkpoint / load_checkpoint / latest_checkpoint                        # p3d.engine.checkpoint
     init_distributed(); ShardedSampler                                           # p3d.engine.distributed
 """
@@ -13,8 +13,9 @@ Public API::
 from p3d.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from p3d.engine.config import DEMO_OVERRIDES, TrainConfig, apply_overrides, load_config, save_config
 from p3d.engine.distributed import DistInfo, ShardedSampler, init_distributed
-from p3d.engine.evaluate import EvalResult, evaluate, plot_confusion, write_predictions
-from p3d.engine.trainer import DivergenceError, Trainer, TrainResult, build_model, model_from_checkpoint
+from p3d.engine.evaluate import EvalResult, evaluate_videos, write_predictions
+from p3d.engine.inference import autocast, iter_video_outputs
+from p3d.engine.trainer import DivergenceError, Trainer, TrainResult, build_model
 
 __all__ = [
     "DEMO_OVERRIDES",
@@ -27,13 +28,13 @@ __all__ = [
     "Trainer",
     "apply_overrides",
     "build_model",
-    "evaluate",
+    "evaluate_videos",
+    "autocast",
+    "iter_video_outputs",
     "init_distributed",
     "latest_checkpoint",
     "load_checkpoint",
     "load_config",
-    "model_from_checkpoint",
-    "plot_confusion",
     "save_checkpoint",
     "save_config",
     "write_predictions",

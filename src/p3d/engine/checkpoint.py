@@ -1,8 +1,9 @@
 """Training checkpoints: atomic writes, the full training state, finding the last good one.
 
-A checkpoint is written to a temporary file in the same directory, flushed and ``fsync``'d, then renamed over
-its final name with ``os.replace`` (atomic on POSIX) and the directory is ``fsync``'d: a crash or a kill at any
-moment leaves either the previous file or the new one, never a half-written one.
+A checkpoint is written atomically (:func:`p3d.fileio.atomic_write_bytes`): a crash or a kill at any moment leaves
+either the previous file or the new one, never a half-written one.  It carries the model's
+:class:`~p3d.models.config.PretrainedCfg`, so :func:`p3d.models.load_model` (and every command) rebuilds the model
+from the checkpoint or its run folder alone.
 
 A checkpoint holds everything a resumed run needs to continue exactly as if it had not stopped: the model,
 optimizer, learning-rate scheduler and gradient-scaler states, the iteration, the data position (epoch and
@@ -19,16 +20,17 @@ import io
 import logging
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from p3d.fileio import atomic_write_bytes
+from p3d.models.resolve import TRAIN_CHECKPOINT_FORMAT, run_checkpoints
+
 __all__ = [
     "FORMAT",
-    "atomic_write_bytes",
     "save_checkpoint",
     "load_checkpoint",
     "list_checkpoints",
@@ -41,33 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT = "p3d-train-checkpoint"
+FORMAT = TRAIN_CHECKPOINT_FORMAT
 VERSION = 1
-_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same directory, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def rng_state() -> dict[str, Any]:
@@ -139,11 +116,7 @@ def is_train_checkpoint(path: str | os.PathLike[str]) -> bool:
 
 def list_checkpoints(directory: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     """``(iteration, path)`` of the ``ckpt-*.pt`` files in ``directory``, oldest first."""
-    d = Path(directory)
-    if not d.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
-    return sorted(found)
+    return run_checkpoints(directory)
 
 
 def latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:

@@ -1,4 +1,4 @@
-"""Training configuration: dataclasses with the paper's protocol as defaults, YAML files, dotted overrides.
+"""Training configuration: a typed schema with the paper's protocol as defaults, YAML files, dotted overrides.
 
 Defaults follow the paper (Sec. 4.1): SGD with momentum 0.9, learning rate 0.001 divided by 10 every 60K
 iterations, 150K iterations, 128 clips per iteration (here ``batch_size × accum_steps × world size``),
@@ -7,14 +7,22 @@ state a weight decay; 1e-4 is ResNet's (He et al. 2016).  Dropout is the model's
 paper's choice for fine-tuning on UCF101.  These settings are for fine-tuning pretrained networks;
 :data:`DEMO_OVERRIDES` (used by ``p3d demo``) trains tiny networks from scratch instead.
 
-A run's configuration is resolved in this order: defaults, then a YAML file (same nesting as the dataclasses),
-then ``--set section.key=value`` overrides (values parsed as YAML: ``--set optim.lr=0.01``,
-``--set model.layers=[1,1,1,1]``).  The resolved configuration is written to ``<run dir>/config.yaml``.
+Every field has a declared type, a range or a set of choices, and a one-line meaning (``p3d train
+--print-config`` lists them).  A run's configuration is resolved in this order: defaults, then a YAML file (same
+nesting as the sections), then command-line flags, then ``--set section.key=value`` overrides.  Every value is
+checked where it enters, against its field's type and range, and a wrong one is one line naming the key, the value
+and what is expected.  ``--set`` text is read by the field's type (a string field takes the text verbatim, so
+``--set run.out_dir=2024-01-01`` stays a string; lists and booleans are parsed as YAML); flags are set as typed
+values and never round-trip through text.  The resolved configuration is written to ``<run dir>/config.yaml``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,76 +36,122 @@ __all__ = [
     "RunConfig",
     "TrainConfig",
     "DEMO_OVERRIDES",
+    "DEFAULT_MODEL",
     "load_config",
     "apply_overrides",
     "save_config",
+    "describe_config",
 ]
 
+DEFAULT_MODEL = "p3d199"
 
+
+# ------------------------------------------------------------------------------------------------ field checks
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def _at_least_one(v: Any) -> str | None:
+    return None if v >= 1 else "must be >= 1"
+
+
+def _fraction(v: Any) -> str | None:
+    return None if 0 <= v < 1 else "must be in [0, 1)"
+
+
+def _pair_of_positive(v: Any) -> str | None:
+    return None if len(v) == 2 and min(v) >= 1 else "must be [H, W], two positive integers"
+
+
+def _four_positive(v: Any) -> str | None:
+    return None if len(v) == 4 and min(v) >= 1 else "must be 4 positive stage depths [res2, res3, res4, res5]"
+
+
+def _pattern(v: Any) -> str | None:
+    return None if v and set(v) <= set("ABCS") else "must be a non-empty string over A, B, C (S: 2D)"
+
+
+def _f(default: Any = None, help: str = "", check: Callable[[Any], str | None] | None = None, **kw: Any) -> Any:
+    """A schema field: default, one-line meaning, optional range check or ``choices``."""
+    meta = {"help": help, "check": check, "choices": kw.pop("choices", None)}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------------- schema
 @dataclass
 class ModelConfig:
-    name: str = "p3d199"
-    pattern: str | None = None  # "ABC" (registry default), "A", "B", "C"
-    width: int | None = None  # registry default 64
-    layers: list[int] | None = None  # registry default per depth
-    dropout: float | None = None  # model default 0.5; 0.9 for UCF101 fine-tuning (paper)
-    style: str | None = None  # "caffe" (default) or "pytorch"
-    in_channels: int | None = None  # 3 RGB, 2 optical flow
-    pretrained: str | None = None  # a pretrained tag, converted .safetensors, or a `p3d train` checkpoint
-    imagenet_2d: str | None = None  # a 2D ImageNet ResNet state dict (torchvision/timm layout), paper Sec. 3.3
-    temporal_init: str = "identity"  # temporal convs after a 2D init: "identity" or "paper" (gaussian 0.001)
-    freeze_bn: bool = True  # paper: BatchNorm frozen except the first (bn_conv1)
+    name: str | None = _f(None, f"registry name (default {DEFAULT_MODEL}, or the architecture of model.pretrained)")
+    pattern: str | None = _f(None, "P3D block cycle: ABC (registry default), A, B or C", _pattern)
+    width: int | None = _f(None, "channels of conv1 (registry default 64; e.g. 8 for a tiny CPU model)", _at_least_one)
+    layers: list[int] | None = _f(None, "units per stage res2..res5 (e.g. [1,1,1,1] for a tiny model)", _four_positive)
+    dropout: float | None = _f(None, "pool5 dropout (model default 0.5; paper: 0.9 for UCF101)", _fraction)
+    style: str | None = _f(None, "stride placement: caffe (official files) or pytorch", choices=("caffe", "pytorch"))
+    in_channels: int | None = _f(None, "input channels: 3 RGB, 2 optical flow", choices=(2, 3))
+    pretrained: str | None = _f(None, "initial weights: tag, .safetensors, train checkpoint or run folder")
+    imagenet_2d: str | None = _f(None, "a 2D ImageNet ResNet state dict to initialise from (paper Sec. 3.3)")
+    temporal_init: str = _f("identity", "temporal convs after a 2D init", choices=("identity", "paper"))
+    freeze_bn: bool = _f(True, "freeze every BatchNorm except the first (paper Sec. 4.1)")
 
 
 @dataclass
 class DataConfig:
-    kind: str = "ucf101"  # ucf101, kinetics, activitynet, sports1m, folder, manifest
-    root: str | None = None
-    annotations: str | None = None  # split folder (ucf101), CSV (kinetics), JSON, list, manifest
-    classes: str | None = None
-    split: int | str | None = None  # ucf101: 1..3; kinetics: value of the CSV's split column for training
-    train_subset: str | None = None  # ucf101: train; activitynet: training
-    val_root: str | None = None  # folder / manifest kinds: the validation list (default: no validation)
-    val_split: int | str | None = None  # kinetics: e.g. "val"; ucf101: same split number as training
-    val_subset: str | None = None  # ucf101: test; activitynet: validation
-    clip_len: int = 16
-    size: list[int] = field(default_factory=lambda: [160, 160])
-    resize: list[int] = field(default_factory=lambda: [182, 242])
-    frame_stride: int = 1
-    flip: bool = True  # random horizontal flip (turn off when left/right is the class, e.g. the demo)
-    num_workers: int | None = None  # default: p3d.data.default_num_workers
-    val_clips: int = 5  # clips per video for the periodic validation (the final test uses 20)
-    val_max_videos: int | None = None  # cap the periodic validation (first N videos of the list)
+    kind: str = _f("ucf101", "dataset format", choices=("ucf101", "kinetics", "activitynet", "sports1m", "folder",
+                                                          "manifest"))  # fmt: skip
+    root: str | None = _f(None, "dataset folder (manifest kind: the manifest file)")
+    annotations: str | None = _f(None, "split folder (ucf101), CSV (kinetics), JSON (activitynet), list (sports1m)")
+    classes: str | None = _f(None, "class names file, one per line")
+    split: int | str | None = _f(None, "ucf101: 1..3; kinetics: the CSV split value used for training")
+    train_subset: str | None = _f(None, "ucf101: train; activitynet: training")
+    val_root: str | None = _f(None, "folder / manifest kinds: the validation list (default: no validation)")
+    val_split: int | str | None = _f(None, "kinetics: e.g. val; ucf101: default the training split's number")
+    val_subset: str | None = _f(None, "ucf101: test; activitynet: validation")
+    clip_len: int = _f(16, "frames per clip (paper 16)", _at_least_one)
+    size: list[int] = _f([160, 160], "crop size [H, W] (paper 160×160)", _pair_of_positive)
+    resize: list[int] = _f([182, 242], "frames resized to [H, W] before cropping (paper 182×242)", _pair_of_positive)
+    frame_stride: int = _f(1, "take every N-th frame", _at_least_one)
+    flip: bool = _f(True, "random horizontal flip (off when left/right is the class)")
+    num_workers: int | None = _f(None, "decoding processes (default: the spare cores; 0 = in-process)", _non_negative)
+    val_clips: int = _f(5, "clips per video in periodic validation (the final test uses 20)", _at_least_one)
+    val_max_videos: int | None = _f(None, "cap the periodic validation at the first N videos", _at_least_one)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_step: int = 60000  # divide the learning rate by 10 every lr_step iterations
-    lr_gamma: float = 0.1
-    warmup: int = 0  # iterations of linear learning-rate warm-up (not in the paper; for training from scratch)
-    iterations: int = 150000
-    batch_size: int = 16  # clips per forward pass per process
-    accum_steps: int = 8  # forward/backward passes per optimizer step (16 × 8 = the paper's 128)
-    clip_grad: float | None = None
+    lr: float = _f(0.001, "base learning rate (paper 0.001)", _positive)
+    momentum: float = _f(0.9, "SGD momentum (paper 0.9)", _fraction)
+    weight_decay: float = _f(1e-4, "L2 weight decay (ResNet's 1e-4)", _non_negative)
+    lr_step: int = _f(60000, "divide the lr by 10 every N iterations", _at_least_one)
+    lr_gamma: float = _f(0.1, "lr multiplier at each step", _positive)
+    warmup: int = _f(0, "iterations of linear lr warm-up (not in the paper; for training from scratch)", _non_negative)
+    iterations: int = _f(150000, "optimizer steps in all (paper 150K)", _at_least_one)
+    batch_size: int = _f(16, "clips per forward pass per process", _at_least_one)
+    accum_steps: int = _f(8, "forward passes per optimizer step (16 × 8 = the paper's 128 clips)", _at_least_one)
+    clip_grad: float | None = _f(None, "clip the gradient norm at this value", _positive)
 
 
 @dataclass
 class RunConfig:
-    out_dir: str = "runs/p3d"
-    seed: int = 0
-    device: str = "auto"  # auto, cpu, cuda, cuda:1
-    amp: str = "none"  # none, bf16, fp16
-    channels_last: bool = True
-    compile: bool = False
-    log_every: int = 20
-    val_every: int = 1000  # 0: no periodic validation
-    ckpt_every: int = 1000
-    keep_checkpoints: int = 3
-    progress: bool = True
-    tensorboard: bool = True
+    out_dir: str = _f("runs/p3d", "run folder: config, checkpoints, metrics, final weights")
+    seed: int = _f(0, "random seed (data order, augmentation, initialisation)", _non_negative)
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    amp: str = _f("none", "mixed precision", choices=("none", "bf16", "fp16"))
+    channels_last: bool = _f(True, "channels-last weights and activations")
+    compile: bool = _f(False, "torch.compile the model")
+    log_every: int = _f(20, "log metrics every N iterations", _at_least_one)
+    val_every: int = _f(1000, "validate every N iterations (0: never)", _non_negative)
+    ckpt_every: int = _f(1000, "checkpoint every N iterations (0: only at the end and on signals)", _non_negative)
+    keep_checkpoints: int = _f(3, "keep the newest N checkpoints", _at_least_one)
+    progress: bool = _f(True, "progress bar")
+    tensorboard: bool = _f(True, "TensorBoard event files in <run>/tb")
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
 
 
 @dataclass
@@ -113,28 +167,199 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         cfg = cls()
-        _merge(cfg, d, source)
+        cfg.update(d, source)
         return cfg
 
+    def update(self, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Merge a nested mapping (``{"optim": {"lr": 0.01}}``), checking every key and value."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {_kind(d)}")
+        for section, values in d.items():
+            if section not in SECTIONS:
+                raise ValueError(f"{source}: unknown key {section!r}; expected one of {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ValueError(f"{source}.{section}: expected a mapping of keys, got {_kind(values)}")
+            for key, value in values.items():
+                self.set(f"{section}.{key}", value, source)
+        return self
+
+    def set(self, key: str, value: Any, source: str = "config") -> None:
+        """Set ``section.key`` to a typed ``value`` after checking it against the schema."""
+        section, f = _field(key, source)
+        setattr(getattr(self, section), f.name, check_value(key, value, f, source))
+
     def validate(self) -> None:
-        o, r, d = self.optim, self.run, self.data
-        checks = [
-            (o.lr > 0, f"optim.lr must be > 0, got {o.lr}"),
-            (o.iterations >= 1, f"optim.iterations must be >= 1, got {o.iterations}"),
-            (o.lr_step >= 1, f"optim.lr_step must be >= 1, got {o.lr_step}"),
-            (o.warmup >= 0, f"optim.warmup must be >= 0, got {o.warmup}"),
-            (o.batch_size >= 1, f"optim.batch_size must be >= 1, got {o.batch_size}"),
-            (o.accum_steps >= 1, f"optim.accum_steps must be >= 1, got {o.accum_steps}"),
-            (r.amp in ("none", "bf16", "fp16"), f"run.amp must be none, bf16 or fp16, got {r.amp!r}"),
-            (r.log_every >= 1, f"run.log_every must be >= 1, got {r.log_every}"),
-            (r.ckpt_every >= 0 and r.val_every >= 0, "run.ckpt_every and run.val_every must be >= 0"),
-            (r.keep_checkpoints >= 1, f"run.keep_checkpoints must be >= 1, got {r.keep_checkpoints}"),
-            (len(d.size) == 2 and len(d.resize) == 2, "data.size and data.resize must be [H, W]"),
-            (d.val_clips >= 1, f"data.val_clips must be >= 1, got {d.val_clips}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        """Cross-field checks (each field was checked when it was set)."""
+        for section, cls in SECTIONS.items():
+            for f in fields(cls):
+                check_value(f"{section}.{f.name}", getattr(getattr(self, section), f.name), f, "config")
+
+
+def _kind(v: Any) -> str:
+    return type(v).__name__
+
+
+def _field(key: str, source: str) -> tuple[str, dataclasses.Field]:
+    parts = key.strip().split(".")
+    if len(parts) != 2:
+        raise ValueError(f"{source}: {key!r}: the key must be section.key (sections: {', '.join(SECTIONS)})")
+    section, name = parts
+    if section not in SECTIONS:
+        raise ValueError(f"{source}: unknown key {section!r}; expected one of {', '.join(SECTIONS)}")
+    by_name = {f.name: f for f in fields(SECTIONS[section])}
+    if name not in by_name:
+        raise ValueError(f"{source}.{section}: unknown key {name!r}; expected one of {', '.join(by_name)}")
+    return section, by_name[name]
+
+
+def _field_type(f: dataclasses.Field) -> Any:
+    owner = next(c for c in SECTIONS.values() if f in fields(c))
+    return typing.get_type_hints(owner)[f.name]
+
+
+def _alternatives(tp: Any) -> tuple[list[Any], bool]:
+    """The member types of a field type (``int | str | None`` → ``[int, str]``) and whether null is allowed."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    return [a for a in members if a is not type(None)], type(None) in members
+
+
+def type_name(f: dataclasses.Field) -> str:
+    """``float``, ``int or null``, ``list of int``, ``one of none, bf16, fp16`` …"""
+    choices = f.metadata.get("choices")
+    kinds, optional = _alternatives(_field_type(f))
+    if choices:
+        base = "one of " + ", ".join(map(str, choices))
+    else:
+        base = " or ".join("list of int" if typing.get_origin(a) is list else a.__name__ for a in kinds)
+    return base + (" or null" if optional else "")
+
+
+def check_value(key: str, value: Any, f: dataclasses.Field, source: str) -> Any:
+    """``value`` converted to field ``f``'s type, or a one-line ``ValueError`` naming the key, the value and what
+    is expected.  Booleans are never numbers; integers never accept fractions; floats must be finite."""
+    args, optional = _alternatives(_field_type(f))
+    expected = type_name(f)
+
+    def bad(why: str = "") -> ValueError:
+        return ValueError(f"{source}: {key}={value!r}: expected {expected}{f' ({why})' if why else ''}")
+
+    if value is None:
+        if optional:
+            return None
+        raise bad()
+    out: Any = None
+    for a in args:
+        if a is bool:
+            if isinstance(value, bool):
+                out = value
+        elif a is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                out = value
+            elif isinstance(value, float) and value.is_integer() and math.isfinite(value):
+                out = int(value)
+        elif a is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out = float(value)
+            elif isinstance(value, str):
+                try:
+                    out = float(value)
+                except ValueError:
+                    out = None
+            if out is not None and not math.isfinite(out):
+                raise bad("must be finite")
+        elif a is str:
+            if isinstance(value, str):
+                out = value
+        elif typing.get_origin(a) is list:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                out = [int(v) for v in value]
+        if out is not None:
+            break
+    if out is None:
+        raise bad()
+    choices = f.metadata.get("choices")
+    if choices and out not in choices:
+        raise bad()
+    check = f.metadata.get("check")
+    if check is not None:
+        why = check(out)
+        if why:
+            raise bad(why)
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``section.key=text`` → ``(key, value)`` read by the field's type: string fields take the text verbatim (``null``
+    or ``~`` is null where allowed), other fields parse it as YAML (``[1,1,1,1]``, ``true``, ``0.01``)."""
+    if "=" not in item:
+        raise ValueError(f"--set {item!r}: expected section.key=value, e.g. optim.lr=0.01")
+    key, raw = item.split("=", 1)
+    _, f = _field(key, "--set")
+    kinds, optional = _alternatives(_field_type(f))
+    text = raw.strip()
+    if text in ("", "null", "~", "None") and optional:
+        return key, None
+    if kinds == [str]:
+        return key, raw
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = raw
+    if str in kinds and not isinstance(value, (int, str)):  # int | str fields (split): keep non-ints as text
+        value = raw
+    return key, value
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.key=value`` strings in order (see :func:`parse_override`)."""
+    for item in overrides:
+        key, value = parse_override(item)
+        cfg.set(key, value, "--set")
+    return cfg
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the YAML file ``path``, then typed ``flags`` (``{"optim.lr": 0.01}``), then ``section.key=value``
+    overrides; every value checked."""
+    cfg = TrainConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: config file not found")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        cfg.update(d, str(p))
+    for key, value in (flags or {}).items():
+        cfg.set(key, value, f"--{key.split('.', 1)[1].replace('_', '-')}")
+    apply_overrides(cfg, overrides or [])
+    cfg.validate()
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved configuration as YAML (atomically)."""
+    from p3d.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def describe_config(cfg: TrainConfig | None = None) -> str:
+    """The full configuration as commented YAML: every field's value, type, default and meaning."""
+    cfg = cfg or TrainConfig()
+    lines = ["# p3d train configuration: value  # type (default): meaning"]
+    for section, cls in SECTIONS.items():
+        lines.append(f"{section}:")
+        for f in fields(cls):
+            value = getattr(getattr(cfg, section), f.name)
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            dflt = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"  {f.name}: {text}  # {type_name(f)} (default {dflt}): {f.metadata.get('help', '')}")
+    return "\n".join(lines) + "\n"
 
 
 # Training tiny networks from scratch on the synthetic motion data (``p3d demo``): the paper's settings are for
@@ -145,60 +370,3 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "data": {"clip_len": 16, "size": [48, 48], "resize": [56, 56], "frame_stride": 2, "flip": False},
     "optim": {"lr": 0.02, "warmup": 50, "weight_decay": 5e-4, "batch_size": 8, "accum_steps": 1},
 }
-
-
-def _merge(obj: Any, d: dict[str, Any], where: str) -> None:
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-    names = {f.name: f for f in fields(obj)}
-    for key, value in d.items():
-        if key not in names:
-            raise ValueError(f"{where}: unknown key {key!r}; expected one of {', '.join(names)}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            _merge(current, value, f"{where}.{key}")
-        else:
-            if isinstance(value, tuple):
-                value = list(value)
-            setattr(obj, key, value)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML file ``path``, then ``section.key=value`` overrides; validated."""
-    cfg = TrainConfig()
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: config file not found")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML ({e})") from None
-        _merge(cfg, d, str(p))
-    apply_overrides(cfg, overrides or [])
-    cfg.validate()
-    return cfg
-
-
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``section.key=value`` strings (values parsed as YAML) in order."""
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected section.key=value, e.g. optim.lr=0.01")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        if len(parts) != 2:
-            raise ValueError(f"--set {item!r}: the key must be section.key (sections: model, data, optim, run)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        _merge(cfg, {parts[0]: {parts[1]: value}}, "--set")
-    return cfg
-
-
-def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved configuration as YAML (atomically)."""
-    from p3d.engine.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())

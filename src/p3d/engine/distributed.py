@@ -20,6 +20,7 @@ from torch.utils.data import Sampler
 
 __all__ = [
     "DistInfo",
+    "pick_device",
     "init_distributed",
     "cleanup",
     "is_main",
@@ -46,10 +47,14 @@ class DistInfo:
         return self.rank == 0
 
 
-def _pick_device(requested: str, local_rank: int) -> torch.device:
+def pick_device(requested: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` (this rank's GPU when CUDA is available, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
     if requested == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(requested)
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"--device {requested!r}: expected auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} requested but CUDA is not available")
@@ -63,7 +68,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = _pick_device(device, local_rank)
+    dev = pick_device(device, local_rank)
     if world > 1:
         for var in ("MASTER_ADDR", "MASTER_PORT"):
             if var not in os.environ:

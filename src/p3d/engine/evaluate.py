@@ -1,6 +1,6 @@
 """Video-level testing as the paper (Sec. 4.1): 20 clips per video, centre crop, clip scores averaged.
 
-:func:`evaluate` runs a model over every video of a sample list and returns an :class:`EvalResult` with
+:func:`evaluate_videos` runs a model over every video of a sample list and returns an :class:`EvalResult` with
 
 * clip hit@1 — each clip on its own; video hit@1 and hit@5 — the averaged softmax scores of the video's clips
   (multi-label aware: a hit when *any* true label is among the top k);
@@ -9,7 +9,7 @@
 * per-video predictions (top-k labels and scores).
 
 Clips go through the model ``clip_batch`` at a time, taken across video boundaries (the clip stream of
-:func:`p3d.features.iter_video_outputs`, shared with ``p3d extract``), so memory stays bounded whatever
+:func:`p3d.representation.extract.iter_video_outputs`, shared with ``p3d extract``), so memory stays bounded whatever
 ``num_clips``.
 Under ``torchrun`` each rank tests a share of the videos (the last shares padded by repeating videos);
 results are gathered and keyed by video index, so a padded duplicate is counted once.  Unreadable videos are
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from p3d.engine.distributed import ShardedSampler, all_gather_objects
+from p3d.engine.inference import for_inference, iter_video_outputs
+from p3d.engine.metrics import multi_hot, topk_hits
+from p3d.fileio import atomic_write_text
 
-__all__ = ["EvalResult", "evaluate", "score_videos", "metrics_from_scores", "plot_confusion", "write_predictions"]
+__all__ = ["EvalResult", "evaluate_videos", "score_videos", "metrics_from_scores", "write_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class EvalResult:
     scores: np.ndarray  # (V, K) averaged softmax scores
     clip_hits: int
     num_clips: int
-    failed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # path -> why it could not be read
     seconds: float = 0.0
 
     @property
@@ -66,15 +68,6 @@ class EvalResult:
         return m
 
 
-def _hits(scores: np.ndarray, labels: list[tuple[int, ...]], k: int) -> np.ndarray:
-    """``(V,)`` bool: any true label among the top ``k`` scores."""
-    if scores.shape[0] == 0:
-        return np.zeros(0, dtype=bool)
-    k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.array([bool(set(top[i].tolist()) & set(lab)) for i, lab in enumerate(labels)])
-
-
 def metrics_from_scores(
     scores: np.ndarray, labels: list[tuple[int, ...]], num_classes: int, topk: int = 5
 ) -> dict[str, Any]:
@@ -82,8 +75,8 @@ def metrics_from_scores(
     keep = [i for i, lab in enumerate(labels) if lab]  # unlabelled videos (no ground truth) are not scored
     s = scores[keep] if len(keep) else np.zeros((0, num_classes))
     labs = [labels[i] for i in keep]
-    hit1 = _hits(s, labs, 1)
-    hitk = _hits(s, labs, topk)
+    y = multi_hot(labs, num_classes)
+    hit1, hitk = topk_hits(s, y, 1), topk_hits(s, y, topk)
     per_class = np.full(num_classes, np.nan)
     for c in range(num_classes):
         rows = [i for i, lab in enumerate(labs) if c in lab]
@@ -119,9 +112,10 @@ def score_videos(
     """Score this rank's share of a :class:`~p3d.data.VideoClipsDataset` (``flat=False``).
 
     Clips go through the model ``clip_batch`` at a time, taken across video boundaries
-    (:func:`p3d.features.iter_video_outputs`, the stream ``p3d extract`` uses).  Returns
-    ``{video_index: {"scores": (K,) mean softmax, "clip_hits": int, "num_clips": int, "valid": bool}}``
-    and the seconds spent.
+    (:func:`p3d.engine.inference.iter_video_outputs`, the stream ``p3d extract`` uses).  Returns
+    ``{video_index: {"scores": (K,) mean softmax, "clip_hits": int, "num_clips": int, "valid": True}}`` (or
+    ``{"valid": False, "error": reason}`` for a video that could not be read) and the seconds spent.  The model runs
+    with BatchNorm folded (:func:`p3d.engine.inference.for_inference`); its own mode is restored.
     """
     from p3d.data import build_loader
 
@@ -129,12 +123,17 @@ def score_videos(
     n = len(dataset) if max_videos is None else min(len(dataset), max_videos)
     sampler = ShardedSampler(n, rank=rank, world_size=world_size, shuffle=False, pad=True)
     loader = build_loader(
-        dataset, 1, train=False, num_workers=num_workers, sampler=sampler, persistent_workers=False, prefetch_factor=2
+        dataset,
+        None,
+        train=False,
+        num_workers=num_workers,
+        device=device,
+        sampler=sampler,
+        persistent_workers=False,
+        prefetch_factor=2,
     )
-    from p3d.features import iter_video_outputs
-
     was_training = model.training
-    model.eval()
+    net = for_inference(model, device)
     out: dict[int, dict[str, Any]] = {}
     true: dict[int, set[int]] = {}
     t0 = time.perf_counter()
@@ -146,19 +145,19 @@ def score_videos(
 
     def videos():
         for item in it:
-            v = int(item["video_index"][0])
-            if not bool(item["valid"][0]):
-                yield v, None, "unreadable video"
+            v = item["video_index"]
+            if not item["valid"]:
+                yield v, None, item["error"]
                 continue
-            label = item["label"][0]
-            true[v] = set(torch.nonzero(label).flatten().tolist()) if label.dim() else {int(label)}
-            yield v, item["clips"][0], None  # (N, C, T, H, W)
+            label = item["label"]
+            true[v] = set(torch.nonzero(label).flatten().tolist()) if isinstance(label, Tensor) else {int(label)}
+            yield v, item["clips"], None  # (N, C, T, H, W)
 
-    for v, outs, _ in iter_video_outputs(
-        videos(), lambda x: {"logits": model(x)}, batch_size=clip_batch, device=device, amp=amp
+    for v, outs, error in iter_video_outputs(
+        videos(), lambda x: {"logits": net(x)}, batch_size=clip_batch, device=device, amp=amp
     ):
         if outs is None:
-            out[v] = {"valid": False}
+            out[v] = {"valid": False, "error": error}
             continue
         p = torch.from_numpy(outs["logits"]).softmax(dim=1)
         hits = sum(int(i) in true[v] for i in p.argmax(1).tolist())
@@ -167,7 +166,7 @@ def score_videos(
     return out, time.perf_counter() - t0
 
 
-def evaluate(
+def evaluate_videos(
     model: nn.Module,
     samples: Any,
     spec: Any = None,
@@ -208,7 +207,7 @@ def evaluate(
     seconds = max(all_gather_objects(seconds))
     classes = list(samples.classes)
     good = sorted(v for v, r in merged.items() if r["valid"])
-    failed = [ds.samples[v].path for v, r in sorted(merged.items()) if not r["valid"]]
+    failed = {ds.samples[v].path: merged[v]["error"] for v in sorted(merged) if not merged[v]["valid"]}
     k = len(classes)
     return EvalResult(
         classes=classes,
@@ -223,55 +222,8 @@ def evaluate(
     )
 
 
-def plot_confusion(
-    confusion: list[list[int]] | np.ndarray, classes: list[str], path: str | Path, title: str = ""
-) -> None:
-    """Row-normalised confusion matrix (true class rows, predicted class columns) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = np.asarray(confusion, dtype=np.float64)
-    rows = cm.sum(1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    k = len(classes)
-    side = min(max(4.0, 0.35 * k + 2), 40.0)
-    fig, ax = plt.subplots(figsize=(side, side))
-    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-    if k <= 40:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-    if k <= 12:
-        for i in range(k):
-            for j in range(k):
-                if cm[i, j]:
-                    ax.text(
-                        j,
-                        i,
-                        int(cm[i, j]),
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black",
-                    )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title or "confusion matrix (rows normalised)")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 def write_predictions(result: EvalResult, path: str | Path, topk: int = 5) -> None:
     """One JSON line per video: id, path, true labels, top-k labels with scores, whether top-1 is right."""
-    from p3d.engine.checkpoint import atomic_write_bytes
-
     lines = []
     k = min(topk, len(result.classes))
     for i, vid in enumerate(result.video_ids):
@@ -288,6 +240,6 @@ def write_predictions(result: EvalResult, path: str | Path, topk: int = 5) -> No
                 }
             )
         )
-    for p in result.failed:
-        lines.append(json.dumps({"path": p, "error": "unreadable video"}))
-    atomic_write_bytes(Path(path), ("\n".join(lines) + "\n").encode())
+    for p, reason in result.failed.items():
+        lines.append(json.dumps({"path": p, "error": reason}))
+    atomic_write_text(path, "\n".join(lines) + "\n")

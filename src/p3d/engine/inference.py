@@ -1,47 +1,138 @@
-"""Loading a model for testing or prediction: a ``p3d train`` checkpoint, or registry name + pretrained weights."""
+"""Clip-batched inference over many videos: the stream ``p3d test``, ``p3d predict`` and ``p3d extract`` share.
+
+Every video gives several clips; :func:`iter_video_outputs` keeps a flat FIFO of clips from many videos and runs the
+model on full batches taken across video boundaries, so the model never sees the ragged tail of a video as a small
+batch and memory stays bounded whatever the clips per video.  :func:`autocast` is the one mixed-precision context
+of training and inference.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
-from torch import nn
+import numpy as np
+import torch
+from torch import Tensor, nn
 
-from p3d.engine.checkpoint import is_train_checkpoint
-
-__all__ = ["load_for_inference"]
+__all__ = ["autocast", "for_inference", "iter_video_outputs"]
 
 
-def load_for_inference(
-    weights: str | Path, model_name: str | None = None, num_classes: int | None = None
-) -> tuple[nn.Module, list[str] | None, dict | None]:
-    """``(model in eval mode, class names or None, training state or None)``.
+def for_inference(model: nn.Module, device: torch.device | str = "cpu", fuse: bool = True) -> nn.Module:
+    """``model`` on ``device`` in eval mode, ready for inference: a P3D ResNet gets its BatchNorms folded into the
+    convolutions once (:func:`p3d.models.fuse_for_inference`, a copy; the original is untouched) instead of on every
+    call.  Other models are returned as they are."""
+    from p3d.models import P3DResNet, fuse_for_inference
 
-    ``weights`` is a ``p3d train`` checkpoint (the model is rebuilt from its saved configuration), or — with
-    ``model_name`` — a pretrained tag or converted ``.safetensors`` for ``create_model(model_name, ...)``.
+    model = model.to(device).eval()
+    if fuse and isinstance(model, P3DResNet):
+        return fuse_for_inference(model)
+    return model
+
+
+class _ClipStream:
+    """Flat FIFO of clips from many videos; ``take(n)`` returns up to n clips and their (video, clip) owners."""
+
+    def __init__(self) -> None:
+        self.chunks: deque[tuple[int, Tensor, int]] = deque()  # (video slot, clips, first clip not yet taken)
+        self.size = 0
+
+    def push(self, slot: int, clips: Tensor) -> None:
+        self.chunks.append((slot, clips, 0))
+        self.size += len(clips)
+
+    def take(self, n: int) -> tuple[Tensor, np.ndarray, np.ndarray]:
+        parts, owners, rows = [], [], []
+        while n > 0 and self.chunks:
+            slot, clips, start = self.chunks[0]
+            k = min(n, len(clips) - start)
+            parts.append(clips[start : start + k])
+            owners.append(np.full(k, slot))
+            rows.append(np.arange(start, start + k))
+            n -= k
+            self.size -= k
+            if start + k == len(clips):
+                self.chunks.popleft()
+            else:
+                self.chunks[0] = (slot, clips, start + k)
+        return torch.cat(parts), np.concatenate(owners), np.concatenate(rows)
+
+
+def autocast(device: torch.device | str, amp: bool | str | None):
+    """Mixed precision of a forward (and backward) pass: ``False``/``None``/``"none"`` off, ``True``/``"auto"`` the
+    device's default (bfloat16 on CPU, float16 on CUDA), ``"bf16"`` / ``"fp16"`` that dtype."""
+    device = torch.device(device)
+    if amp in (False, None, "none"):
+        return contextlib.nullcontext()
+    if amp in (True, "auto"):
+        return torch.autocast(device.type)
+    if amp not in ("bf16", "fp16"):
+        raise ValueError(f"amp must be one of none, auto, bf16, fp16, got {amp!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def iter_video_outputs(
+    videos: Iterable[tuple[Any, Tensor | None, str | None]],
+    forward: Callable[[Tensor], dict[str, Tensor]],
+    *,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    amp: bool | str = False,
+    on_batch: Callable[[int, float], None] | None = None,
+) -> Iterator[tuple[Any, dict[str, np.ndarray] | None, str | None]]:
+    """Run ``forward`` over the clips of many videos in full batches taken across video boundaries.
+
+    ``videos`` yields ``(key, clips, error)``: ``clips`` ``(N, C, T, H, W)`` of one video, or ``None`` with the
+    reason ``error`` when it could not be read.  ``forward`` maps a batch ``(B, C, T, H, W)`` to named ``(B, ...)``
+    outputs.  Yields ``(key, {name: (N, ...) float32 per-clip outputs}, None)`` once all of a video's clips are
+    done, or ``(key, None, error)`` for an unreadable one (as soon as it is seen, so not in input order).  At
+    most ``batch_size`` clips go through the model at once and one video's clips wait beyond the batch, so
+    memory is bounded whatever the clips per video.  ``on_batch(clips, forward_seconds)`` after every batch.
     """
-    from p3d.engine.trainer import model_from_checkpoint
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    stream = _ClipStream()
+    keys: dict[int, Any] = {}  # stream slot -> caller's key (a key may repeat, e.g. a padded shard)
+    size: dict[int, int] = {}
+    filled: dict[int, int] = {}
+    pending: dict[int, dict[str, np.ndarray]] = {}
+    done: list[tuple[Any, dict[str, np.ndarray] | None, str | None]] = []
 
-    if is_train_checkpoint(weights):
-        return model_from_checkpoint(weights)
-    if model_name is None:
-        p = Path(weights)
-        if not p.exists() and "." not in str(weights):
-            raise ValueError(f"{weights}: not a file; a pretrained tag needs --model NAME")
-        if p.suffix == ".safetensors":
-            from p3d.models.pretrained import read_metadata
+    def run_batch() -> None:
+        x, owners, rows = stream.take(batch_size)
+        t = time.perf_counter()
+        with torch.inference_mode(), autocast(device, amp):
+            outs = forward(x.to(device, non_blocking=True))
+        got = {k: v.float().cpu().numpy() for k, v in outs.items()}
+        if on_batch is not None:
+            on_batch(len(owners), time.perf_counter() - t)
+        for slot in np.unique(owners).tolist():
+            sel = owners == slot
+            if slot not in pending:
+                pending[slot] = {k: np.zeros((size[slot], *a.shape[1:]), np.float32) for k, a in got.items()}
+            buf = pending[slot]
+            for k, a in got.items():
+                buf[k][rows[sel]] = a[sel]
+            filled[slot] += int(sel.sum())
+            if filled[slot] == size[slot]:
+                done.append((keys.pop(slot), pending.pop(slot), None))
+                del size[slot], filled[slot]
 
-            meta = read_metadata(p)
-            if meta is None:
-                raise ValueError(f"{p}: no embedded architecture; give --model NAME")
-            model_name = meta["architecture"]
-        else:
-            raise ValueError(f"{weights}: not a p3d train checkpoint; give --model NAME for other weight files")
-    from p3d.models import create_model
-    from p3d.models.pretrained import pretrained_options
-
-    opts = pretrained_options(weights, model_name)
-    if num_classes is not None and "num_classes" not in opts:
-        opts["num_classes"] = num_classes
-    model = create_model(model_name, pretrained=str(weights), **opts)
-    model.eval()
-    return model, None, None
+    for slot, (key, clips, error) in enumerate(videos):
+        if clips is None:
+            yield key, None, error or "unreadable video"
+            continue
+        keys[slot], size[slot], filled[slot] = key, len(clips), 0
+        stream.push(slot, clips)
+        while stream.size >= batch_size:
+            run_batch()
+            yield from done
+            done.clear()
+    while stream.size:
+        run_batch()
+        yield from done
+        done.clear()

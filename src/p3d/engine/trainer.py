@@ -9,7 +9,7 @@ Safety:
 
 * checkpoints every ``ckpt_every`` iterations, at the end, and on SIGTERM/SIGINT (a second SIGINT aborts at
   once); writes are atomic, only rank 0 writes;
-* ``resume`` restores model, optimizer, scheduler, scaler, iteration, data position (epoch and batches
+* ``resume`` restores model, optimizer, scaler, iteration, data position (epoch and batches
   consumed) and the random states of every rank, so the resumed run computes what the uninterrupted one would;
 * a non-finite loss stops the run with :class:`DivergenceError` before the optimizer applies it: the weights
   and the last checkpoint stay good;
@@ -27,6 +27,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from p3d.engine import checkpoint as ckpt
-from p3d.engine.config import TrainConfig, save_config
+from p3d.engine.config import DEFAULT_MODEL, TrainConfig, save_config
 from p3d.engine.distributed import DistInfo, ShardedSampler, all_gather_objects, init_distributed
+from p3d.engine.inference import autocast
+from p3d.fileio import atomic_write_text
 
-__all__ = ["DivergenceError", "TrainResult", "Trainer", "build_model", "build_samples_for", "model_from_checkpoint"]
+__all__ = ["DivergenceError", "TrainResult", "Trainer", "build_model", "build_samples_for"]
 
 log = logging.getLogger(__name__)
 
@@ -74,54 +77,34 @@ def _model_options(cfg: TrainConfig, num_classes: int) -> dict[str, Any]:
     return opts
 
 
-def _input_spec(model: nn.Module, cfg: TrainConfig):
-    d = cfg.data
-    return model.input_spec.replace(
-        clip_len=d.clip_len, size=list(d.size), resize=list(d.resize), frame_stride=d.frame_stride
-    )
-
-
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    """The model of ``cfg.model`` with ``num_classes`` outputs, initialised as configured:
-    from scratch, from a 2D ImageNet ResNet (``imagenet_2d``), or from P3D weights (``pretrained``: a tag, a
-    converted ``.safetensors``, or a ``p3d train`` checkpoint — the classifier is kept fresh when the class
-    count differs).  BatchNorm is frozen except the first when ``freeze_bn``; ``model.input_spec`` follows
-    ``cfg.data`` (clip length, sizes, stride) and the weights' own colour/mean convention."""
-    from p3d.models import create_model, load_2d_resnet
+def build_model(cfg: TrainConfig, classes: Sequence[str]) -> nn.Module:
+    """The model of ``cfg.model`` for ``classes``, initialised as configured: from scratch, from a 2D ImageNet
+    ResNet (``imagenet_2d``), or from P3D weights (``pretrained``: any form :func:`p3d.models.load_model` reads —
+    a tag, a ``.safetensors``, a ``p3d train`` checkpoint or run folder; the classifier is kept fresh when the class
+    count differs, and options the weights fix may not be contradicted).  BatchNorm is frozen except the first when
+    ``freeze_bn``; the model's input spec follows ``cfg.data`` (clip length, sizes, stride) with the weights' own
+    colour/mean convention, and its config records the class names."""
+    from p3d.models import create_model, load_2d_resnet, load_model
 
     m = cfg.model
     if m.pretrained and m.imagenet_2d:
         raise ValueError("model.pretrained and model.imagenet_2d are exclusive: pick one initialisation")
-    opts = _model_options(cfg, num_classes)
-    from_ckpt = bool(m.pretrained) and ckpt.is_train_checkpoint(m.pretrained)
-    model = create_model(m.name, pretrained=None if from_ckpt else m.pretrained, **opts)
-    if from_ckpt:
-        _load_from_train_checkpoint(model, m.pretrained)
+    opts = _model_options(cfg, len(classes))
+    if m.pretrained:
+        model = load_model(m.pretrained, m.name, **opts)
+    else:
+        model = create_model(m.name or DEFAULT_MODEL, **opts)
     if m.imagenet_2d:
         report = load_2d_resnet(model, m.imagenet_2d, temporal_init=m.temporal_init)
         log.info("%s", report)
-    model.input_spec = _input_spec(model, cfg)
+    d = cfg.data
+    spec = model.input_spec.replace(clip_len=d.clip_len, size=d.size, resize=d.resize, frame_stride=d.frame_stride)
+    model.pretrained_cfg = model.pretrained_cfg.replace(input=spec, class_names=tuple(classes))
     if m.freeze_bn:
         if not hasattr(model, "freeze_bn"):
-            raise ValueError(f"model.freeze_bn=true but {m.name} has no BatchNorm to freeze; set it to false")
+            raise ValueError(f"model.freeze_bn=true but {model.pretrained_cfg.architecture} has no BatchNorm to freeze")
         model.freeze_bn(keep_first=True)
     return model
-
-
-def _load_from_train_checkpoint(model: nn.Module, path: str) -> None:
-    state = ckpt.load_checkpoint(path)
-    sd = state["model"]
-    target = model.state_dict()
-    head_differs = "fc.weight" in sd and "fc.weight" in target and sd["fc.weight"].shape != target["fc.weight"].shape
-    if head_differs:
-        sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not (head_differs and k.startswith("fc."))]
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: checkpoint does not fit model {state['config']['model']['name']!r} built with these options: "
-            f"missing {missing[:10]}, unexpected {unexpected[:10]}"
-        )
 
 
 def lr_factor(step: int, gamma: float, warmup: int = 0):
@@ -133,21 +116,6 @@ def lr_factor(step: int, gamma: float, warmup: int = 0):
         return ramp * gamma ** (i // step)
 
     return factor
-
-
-def model_from_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, list[str], dict]:
-    """Rebuild the trained model of a ``p3d train`` checkpoint: ``(model in eval mode, class names, state)``."""
-    from p3d.models import create_model
-    from p3d.spec import InputSpec
-
-    state = ckpt.load_checkpoint(path, map_location=map_location)
-    cfg = TrainConfig.from_dict(state["config"], source=str(path))
-    classes = list(state["classes"])
-    model = create_model(cfg.model.name, **_model_options(cfg, len(classes)))
-    model.load_state_dict(state["model"])
-    model.input_spec = InputSpec.from_dict(state["input_spec"])
-    model.eval()
-    return model, classes, state
 
 
 def build_samples_for(cfg: TrainConfig, train: bool):
@@ -195,7 +163,7 @@ class _Metrics:
             return
         if resume_iteration is not None and self.path.exists():  # drop what the interrupted run logged after
             kept = [ln for ln in self.path.read_text().splitlines() if ln.strip() and _iter_of(ln) <= resume_iteration]
-            ckpt.atomic_write_bytes(self.path, ("\n".join(kept) + "\n" if kept else "").encode())
+            atomic_write_text(self.path, "\n".join(kept) + "\n" if kept else "")
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -225,6 +193,23 @@ def _iter_of(line: str) -> int:
         return int(json.loads(line).get("iteration", 0))
     except (json.JSONDecodeError, AttributeError):
         return 0
+
+
+class _Throughput:
+    """Training clips/s since the last call (or restart), excluding validation and checkpoint time."""
+
+    def __init__(self, iteration: int, clips_per_step: int) -> None:
+        self.clips_per_step = clips_per_step
+        self.restart(iteration)
+
+    def restart(self, iteration: int) -> None:
+        self.t, self.it = time.perf_counter(), iteration
+
+    def __call__(self, iteration: int) -> float:
+        now = time.perf_counter()
+        value = (iteration - self.it) * self.clips_per_step / max(now - self.t, 1e-9)
+        self.t, self.it = now, iteration
+        return value
 
 
 class Trainer:
@@ -288,7 +273,7 @@ class Trainer:
         self.val_samples = build_samples_for(cfg, train=False) if cfg.run.val_every > 0 else None
         if self.val_samples is not None and len(self.val_samples) == 0:
             self.val_samples = None
-        self.model = build_model(cfg, len(self.classes)).to(self.device)
+        self.model = build_model(cfg, self.classes).to(self.device)
         if cfg.run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.spec = self.model.input_spec
@@ -311,7 +296,6 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
         self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(o.lr_step, o.lr_gamma, o.warmup))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.run.amp == "fp16")
 
         self.net: nn.Module = self.model
@@ -347,7 +331,6 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.epoch = int(state["epoch"])
@@ -359,11 +342,9 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "config": self.cfg.to_dict(),
-            "classes": self.classes,
-            "input_spec": self.spec.to_dict(),
+            "pretrained_cfg": self.model.pretrained_cfg.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
             "epoch": self.epoch,
@@ -421,17 +402,11 @@ class Trainer:
             return F.binary_cross_entropy_with_logits(logits, target.float())
         return F.cross_entropy(logits, target)
 
-    def _autocast(self):
-        amp = self.cfg.run.amp
-        if amp == "none":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
     def _validate(self) -> dict[str, Any]:
-        from p3d.engine.evaluate import evaluate
+        from p3d.engine.evaluate import evaluate_videos
 
         d = self.cfg.data
-        res = evaluate(
+        res = evaluate_videos(
             self.model,
             self.val_samples,
             self.spec,
@@ -447,119 +422,135 @@ class Trainer:
         m = res.metrics()
         return {k: m[k] for k in ("video_hit@1", "video_hit@5", "clip_hit@1", "mean_class_accuracy", "num_videos")}
 
+    def _set_lr(self) -> float:
+        """The learning rate of the coming iteration, a pure function of the configuration and the iteration (so a
+        resumed run, or an fp16 step the gradient scaler skips, never shifts the schedule)."""
+        o = self.cfg.optim
+        lr = o.lr * lr_factor(o.lr_step, o.lr_gamma, o.warmup)(self.iteration)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _step(self, batches) -> tuple[float, bool]:
+        """One iteration: ``accum_steps`` forward/backward passes, then the optimizer step.  Returns the mean loss
+        over ranks and whether any rank was signalled to stop; a non-finite loss raises before the update."""
+        o, r = self.cfg.optim, self.cfg.run
+        lr = self._set_lr()
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(o.accum_steps):
+            x, y = next(batches)
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            sync = micro == o.accum_steps - 1 or not self.dist.distributed
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                with autocast(self.device, r.amp):
+                    loss = self._loss(self.net(x), y) / o.accum_steps
+                self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        # One collective per iteration: the mean loss and whether any rank was signalled.
+        stop = torch.tensor(float(self._stop_signal or 0), device=self.device).double()
+        flags = torch.stack([loss_sum.double(), stop])
+        if self.dist.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(flags)
+            flags[0] /= self.dist.world_size
+        loss_value = float(flags[0])
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            where = f"{self._last_ckpt}" if self._last_ckpt else "none written yet"
+            raise DivergenceError(
+                f"training diverged: loss is {loss_value} at iteration {self.iteration + 1} (lr {lr:.3g}, amp "
+                f"{r.amp}); the update was not applied. Last good checkpoint: {where}. Lower optim.lr, use "
+                f"run.amp=bf16/none instead of fp16, or set optim.clip_grad."
+            )
+        if o.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iteration += 1
+        return loss_value, int(flags[1]) != 0
+
+    def _start(self, resume_state: dict[str, Any] | None) -> _Metrics:
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            atomic_write_text(self.run_dir / "classes.txt", "".join(f"{c}\n" for c in self.classes))
+        r = self.cfg.run
+        metrics = _Metrics(self.run_dir, main, r.tensorboard, self.iteration if resume_state is not None else None)
+        if main and resume_state is not None:
+            log.info("resumed from %s at iteration %d", self._last_ckpt, self.iteration)
+        return metrics
+
+    def _log(self, loss: float, metrics: _Metrics, bar: Any, speed: _Throughput) -> None:
+        if self.iteration % self.cfg.run.log_every and self.iteration != self.cfg.optim.iterations:
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        rec = {
+            "iteration": self.iteration,
+            "loss": loss,
+            "lr": lr,
+            "clips_per_s": speed(self.iteration),
+            "epoch": self.epoch,
+            "skipped_videos": self.dataset.num_skipped,
+        }
+        metrics.write(rec)
+        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2g}", clips_s=f"{rec['clips_per_s']:.1f}")
+
+    def _maybe_validate(self, metrics: _Metrics, bar: Any, speed: _Throughput) -> dict[str, Any] | None:
+        every = self.cfg.run.val_every
+        if self.val_samples is None or not every or self.iteration % every:
+            return None
+        val = self._validate()
+        metrics.write({"iteration": self.iteration, **{f"val/{k}": v for k, v in val.items()}})
+        if self.dist.is_main:
+            bar.write(f"iteration {self.iteration}: validation video hit@1 {val['video_hit@1']:.4f}")
+        speed.restart(self.iteration)  # clips/s: training only
+        return val
+
     def fit(self) -> TrainResult:
         """Run (or resume) training to ``optim.iterations``; returns how it ended."""
         from tqdm import tqdm
 
         resume_state = self._setup()
-        cfg, o, r = self.cfg, self.cfg.optim, self.cfg.run
-        main = self.dist.is_main
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            (self.run_dir / "classes.txt").write_text("".join(f"{c}\n" for c in self.classes))
-        metrics = _Metrics(self.run_dir, main, r.tensorboard, self.iteration if resume_state is not None else None)
-        if main and resume_state is not None:
-            log.info("resumed from %s at iteration %d", self._last_ckpt, self.iteration)
+        o, r = self.cfg.optim, self.cfg.run
+        metrics = self._start(resume_state)
         clips_per_step = o.batch_size * o.accum_steps * self.dist.world_size
-        bar = tqdm(
-            total=o.iterations,
-            initial=self.iteration,
-            disable=not (main and r.progress),
-            unit="it",
-            dynamic_ncols=True,
-            desc="train",
-        )
+        bar = tqdm(total=o.iterations, initial=self.iteration, disable=not (self.dist.is_main and r.progress),
+                   unit="it", dynamic_ncols=True, desc="train")  # fmt: skip
         self.net.train()
         batches = self._batches()
-        t_start = time.perf_counter()
-        t_window, it_window = t_start, self.iteration
-        start_iteration = self.iteration
+        speed = _Throughput(self.iteration, clips_per_step)
+        start_iteration, t_start = self.iteration, time.perf_counter()
         last_val: dict[str, Any] = {}
         status, result_signal = "completed", None
         try:
             with self._signals():
                 while self.iteration < o.iterations:
-                    loss_sum = torch.zeros((), device=self.device)
-                    for micro in range(o.accum_steps):
-                        x, y = next(batches)
-                        x = x.to(self.device, non_blocking=True)
-                        y = y.to(self.device, non_blocking=True)
-                        sync = micro == o.accum_steps - 1 or not self.dist.distributed
-                        with contextlib.nullcontext() if sync else self.ddp.no_sync():
-                            with self._autocast():
-                                loss = self._loss(self.net(x), y) / o.accum_steps
-                            self.scaler.scale(loss).backward()
-                        loss_sum += loss.detach()
-                    # One collective per iteration: the mean loss and whether any rank was signalled.
-                    flags = torch.stack(
-                        [loss_sum.double(), torch.tensor(float(self._stop_signal or 0), device=self.device).double()]
-                    )
-                    if self.dist.distributed:
-                        import torch.distributed as dist
-
-                        dist.all_reduce(flags)
-                        flags[0] /= self.dist.world_size
-                    loss_value = float(flags[0])
-                    if not math.isfinite(loss_value):
-                        self.optimizer.zero_grad(set_to_none=True)
-                        where = f"{self._last_ckpt}" if self._last_ckpt else "none written yet"
-                        raise DivergenceError(
-                            f"training diverged: loss is {loss_value} at iteration {self.iteration + 1} "
-                            f"(lr {self.scheduler.get_last_lr()[0]:.3g}, amp {r.amp}); the update was not applied. "
-                            f"Last good checkpoint: {where}. Lower optim.lr, use run.amp=bf16/none instead of fp16, "
-                            f"or set optim.clip_grad."
-                        )
-                    if o.clip_grad:
-                        self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    lr = self.scheduler.get_last_lr()[0]
-                    self.scheduler.step()
-                    self.iteration += 1
+                    loss, stopping = self._step(batches)
                     bar.update(1)
-                    stopping = int(flags[1]) != 0
-                    if self.iteration % r.log_every == 0 or self.iteration == o.iterations:
-                        now = time.perf_counter()
-                        speed = (self.iteration - it_window) * clips_per_step / max(now - t_window, 1e-9)
-                        t_window, it_window = now, self.iteration
-                        rec = {
-                            "iteration": self.iteration,
-                            "loss": loss_value,
-                            "lr": lr,
-                            "clips_per_s": speed,
-                            "epoch": self.epoch,
-                            "skipped_videos": self.dataset.num_skipped,
-                        }
-                        metrics.write(rec)
-                        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2g}", clips_s=f"{speed:.1f}")
-                    if self.val_samples is not None and r.val_every and self.iteration % r.val_every == 0:
-                        last_val = self._validate()
-                        metrics.write({"iteration": self.iteration, **{f"val/{k}": v for k, v in last_val.items()}})
-                        if main:
-                            bar.write(
-                                f"iteration {self.iteration}: validation video hit@1 {last_val['video_hit@1']:.4f}"
-                            )
-                        t_window, it_window = time.perf_counter(), self.iteration  # clips/s: training only
+                    self._log(loss, metrics, bar, speed)
+                    last_val = self._maybe_validate(metrics, bar, speed) or last_val
                     if stopping:
                         status, result_signal = "stopped", self._stop_signal or int(signal.SIGTERM)
                         self.save()
                         break
                     if r.ckpt_every and self.iteration % r.ckpt_every == 0 and self.iteration < o.iterations:
                         self.save()
-                        t_window, it_window = time.perf_counter(), self.iteration
+                        speed.restart(self.iteration)
                 if status == "completed":
                     self.save()
         finally:
             bar.close()
             metrics.close()
         seconds = time.perf_counter() - t_start
-        done = self.iteration - start_iteration
         self._check_ranks_in_sync()
-        if main and status == "completed":
+        if self.dist.is_main and status == "completed":
             self._export()
+        done = self.iteration - start_iteration
         return TrainResult(
             status=status,
             iteration=self.iteration,
@@ -587,10 +578,7 @@ class Trainer:
         from p3d.models.pretrained import save_pretrained
 
         try:
-            save_pretrained(
-                self.model,
-                self.run_dir / "model.safetensors",
-                source={"trained_with": "p3d train", "run_dir": str(self.run_dir)},
-            )
+            self.model.pretrained_cfg = self.model.pretrained_cfg.replace(source=f"p3d train ({self.run_dir})")
+            save_pretrained(self.model, self.run_dir / "model.safetensors", iteration=self.iteration)
         except (ValueError, OSError) as e:
             log.warning("could not export model.safetensors: %s", e)

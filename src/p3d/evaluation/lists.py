@@ -18,23 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".flv", ".m4v", ".wmv", ".3gp")
-
-
-def normalize_id(s: str) -> str:
-    """Canonical video id: POSIX separators, no leading ``./``, video extension removed.
-
-    ``p3d extract`` names videos this way (path relative to the input folder), so ids in split lists written
-    as ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi`` match the features of that file.
-    """
-    s = s.strip().replace("\\", "/")
-    while s.startswith("./"):
-        s = s[2:]
-    low = s.lower()
-    for ext in VIDEO_EXTENSIONS:
-        if low.endswith(ext):
-            return s[: -len(ext)]
-    return s
+from p3d.data.video import normalize_id
 
 
 def _lines(path: str | Path) -> list[tuple[int, list[str]]]:

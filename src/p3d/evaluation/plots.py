@@ -1,13 +1,14 @@
-"""Figures of the representation study: t-SNE embedding (paper, Fig. 6) and SVM accuracy vs PCA dimension
-(paper, Fig. 7).  matplotlib with the non-interactive Agg backend; PNG output written atomically."""
+"""Figures: t-SNE embedding (paper, Fig. 6), SVM accuracy vs PCA dimension (paper, Fig. 7), ROC (ASLAN) and the
+test confusion matrix.  matplotlib with the non-interactive Agg backend; PNG output written atomically."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from p3d.fileio import atomic_path
 
 
 def _pyplot():
@@ -19,14 +20,16 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out: str | Path) -> Path:
+def _save(fig, out: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``out`` (PNG) atomically and close it."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"{out}: plots are written as PNG; give a .png file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    finally:
+        _pyplot().close(fig)
     return out
 
 
@@ -92,9 +95,7 @@ def plot_embedding(
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 6))
     _scatter(ax, plt, Y, labels, class_names, title)
-    path = _save(fig, out)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
 
 
 def plot_embeddings(
@@ -114,9 +115,7 @@ def plot_embeddings(
         _scatter(ax, plt, Y, lab, class_names, name)
     if title:
         fig.suptitle(title)
-    path = _save(fig, out)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
 
 
 def plot_pca_study(
@@ -142,9 +141,7 @@ def plot_pca_study(
     ax.legend()
     if title:
         ax.set_title(title)
-    path = _save(fig, out)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
 
 
 def plot_roc(scores: np.ndarray, positive: np.ndarray, out: str | Path, title: str = "") -> Path:
@@ -161,6 +158,40 @@ def plot_roc(scores: np.ndarray, positive: np.ndarray, out: str | Path, title: s
     ax.legend(loc="lower right")
     if title:
         ax.set_title(title)
-    path = _save(fig, out)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
+
+
+def plot_confusion(
+    confusion: list[list[int]] | np.ndarray, classes: list[str], path: str | Path, title: str = ""
+) -> None:
+    """Row-normalised confusion matrix (true class rows, predicted class columns) as a PNG."""
+    plt = _pyplot()
+    cm = np.asarray(confusion, dtype=np.float64)
+    rows = cm.sum(1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    k = len(classes)
+    side = min(max(4.0, 0.35 * k + 2), 40.0)
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    if k <= 40:
+        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), classes, fontsize=8)
+    if k <= 12:
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (rows normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path, dpi=100)

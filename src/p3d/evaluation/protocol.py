@@ -26,7 +26,7 @@ from p3d.evaluation.lists import (
     resolve_ids,
 )
 from p3d.evaluation.svm import Split, kfold_splits, leave_one_group_out_splits
-from p3d.features_io import FeatureSet
+from p3d.representation.store import FeatureSet
 
 
 @dataclass

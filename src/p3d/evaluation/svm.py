@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from p3d.engine.metrics import multi_hot, topk_hits
+
 
 @dataclass(frozen=True)
 class SVMConfig:
@@ -74,17 +76,9 @@ def topk_accuracy(scores: np.ndarray, y: np.ndarray, k: int = 1) -> float:
             of its true classes is in its top ``k`` (as ``p3d test`` counts multi-label videos).
     Ties are broken by column order (stable sort), so a constant score row is not counted as correct for free.
     """
-    scores = np.asarray(scores)
-    y = np.asarray(y)
-    if scores.ndim != 2 or (y.shape != (scores.shape[0],) and y.shape != scores.shape):
-        raise ValueError(f"scores must be (N, K) and y (N,) or (N, K), got {scores.shape} and {y.shape}")
-    if len(y) == 0:
+    if len(np.asarray(y)) == 0:
         raise ValueError("no samples to score")
-    k = min(k, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    if y.ndim == 2:
-        return float(np.mean(np.take_along_axis(y.astype(bool), top, axis=1).any(axis=1)))
-    return float(np.mean((top == y[:, None]).any(axis=1)))
+    return float(np.mean(topk_hits(scores, y, k)))
 
 
 def average_precision(scores: np.ndarray, positive: np.ndarray, interpolated: bool = True) -> float:
@@ -210,22 +204,6 @@ class ProtocolResult:
         return dict(self.pooled) if self.pooled is not None else dict(self.mean)
 
 
-def multi_hot(label_sets: Sequence[Sequence[int]], classes: np.ndarray) -> np.ndarray:
-    """``(N, len(classes))`` bool: row ``i`` is True at the columns of ``classes`` found in ``label_sets[i]``.
-
-    Labels not among ``classes`` (``classes``: sorted class numbers) have no column and are dropped.
-    """
-    classes = np.asarray(classes)
-    out = np.zeros((len(label_sets), len(classes)), dtype=bool)
-    for i, labs in enumerate(label_sets):
-        labs = np.asarray(list(labs), dtype=np.int64)
-        cols = np.searchsorted(classes, labs)
-        ok = cols < len(classes)
-        ok[ok] = classes[cols[ok]] == labs[ok]
-        out[i, cols[ok]] = True
-    return out
-
-
 def _scores(model, X: np.ndarray, n_classes: int) -> np.ndarray:
     d = model.decision_function(X)
     if d.ndim == 1:  # binary LinearSVC: one score, positive = classes_[1]
@@ -252,7 +230,50 @@ def fit_predict(
     return classes, scores, ytrue
 
 
-def evaluate(
+def _checked(
+    X: np.ndarray, y: np.ndarray, splits: Sequence[Split], multi_labels: Sequence[Sequence[int]] | None
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, ...]] | None]:
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(f"features must be (N, D) with labels (N,), got {X.shape} and {y.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("features contain NaN or infinite values")
+    if not splits:
+        raise ValueError("no splits to evaluate")
+    labs = None
+    if multi_labels is not None:
+        if len(multi_labels) != len(y):
+            raise ValueError(f"multi_labels has {len(multi_labels)} entries, expected one per video ({len(y)})")
+        # the training label is always one of the true classes
+        labs = [tuple(dict.fromkeys([int(y[i]), *m] if y[i] >= 0 else m)) for i, m in enumerate(multi_labels)]
+    return X, y, labs
+
+
+def _split_metrics(scores: np.ndarray, ytrue: np.ndarray, topk: Sequence[int], n_test: int) -> dict[str, float]:
+    m = {f"top{k}": topk_accuracy(scores, ytrue, k) for k in sorted(set(topk) | {1})}
+    if n_test > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                m["mAP"] = mean_average_precision(scores, ytrue)
+            except ValueError:
+                pass
+    return m
+
+
+def _mean_sem(per: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean over splits and its standard error, for every metric."""
+    keys = sorted(set().union(*per), key=lambda k: (k != "top1", k))
+    mean, sem = {}, {}
+    for k in keys:
+        vals = [m[k] for m in per if k in m]
+        mean[k] = float(np.mean(vals))
+        sem[k] = float(np.std(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else 0.0
+    return mean, sem
+
+
+def run_protocol(
     X: np.ndarray,
     y: np.ndarray,
     splits: Sequence[Split],
@@ -273,25 +294,11 @@ def evaluate(
     each video holding it as a positive (ActivityNet mean AP), and a video is a top-k hit when any of its
     classes is in its top k.  Classes that are never a training label have no classifier and are left out.
     """
-    X = np.asarray(X, dtype=np.float64)
-    y = np.asarray(y)
-    if X.ndim != 2 or y.shape != (X.shape[0],):
-        raise ValueError(f"features must be (N, D) with labels (N,), got {X.shape} and {y.shape}")
-    if multi_labels is not None:
-        if len(multi_labels) != len(y):
-            raise ValueError(f"multi_labels has {len(multi_labels)} entries, expected one per video ({len(y)})")
-        # the training label is always one of the true classes
-        multi_labels = [
-            tuple(dict.fromkeys([int(y[i]), *labs] if y[i] >= 0 else labs)) for i, labs in enumerate(multi_labels)
-        ]
-    if not np.isfinite(X).all():
-        raise ValueError("features contain NaN or infinite values")
-    if not splits:
-        raise ValueError("no splits to evaluate")
+    X, y, multi_labels = _checked(X, y, splits, multi_labels)
     per, names = [], []
-    disjoint = True
     seen = np.zeros(len(y), dtype=bool)
-    pooled_scores, pooled_true, pooled_rows = [], [], []
+    disjoint = True
+    pooled_scores, pooled_true = [], []
     all_classes = np.unique(y)
     for s in splits:
         used = np.concatenate([s.train, s.test])
@@ -302,20 +309,11 @@ def evaluate(
         classes, scores, ytrue = fit_predict(X, y, s, cfg)
         if (ytrue < 0).any():
             warnings.warn(
-                f"split {s.name!r}: {(ytrue < 0).sum()} test video(s) of classes absent from training",
-                stacklevel=2,
+                f"split {s.name!r}: {(ytrue < 0).sum()} test video(s) of classes absent from training", stacklevel=2
             )
         if multi_labels is not None:
             ytrue = multi_hot([multi_labels[i] for i in s.test], classes)
-        m = {f"top{k}": topk_accuracy(scores, ytrue, k) for k in sorted(set(topk) | {1})}
-        if len(s.test) > 1:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                try:
-                    m["mAP"] = mean_average_precision(scores, ytrue)
-                except ValueError:
-                    pass
-        per.append(m)
+        per.append(_split_metrics(scores, ytrue, topk, len(s.test)))
         names.append(s.name)
         disjoint &= not seen[s.test].any()
         seen[s.test] = True
@@ -327,15 +325,7 @@ def evaluate(
             pooled_true.append(multi_hot([multi_labels[i] for i in s.test], all_classes))
         else:
             pooled_true.append(np.searchsorted(all_classes, y[s.test]))
-        pooled_rows.append(s.test)
-    keys = sorted(set().union(*per), key=lambda k: (k != "top1", k))
-    mean = {k: float(np.mean([m[k] for m in per if k in m])) for k in keys}
-    sem = {
-        k: float(np.std([m[k] for m in per if k in m], ddof=1) / np.sqrt(sum(k in m for m in per)))
-        if sum(k in m for m in per) > 1
-        else 0.0
-        for k in keys
-    }
+    mean, sem = _mean_sem(per)
     pooled = None
     if pool:
         if not disjoint:
@@ -366,7 +356,7 @@ def pca_dimension_study(
         if d > limit:
             warnings.warn(f"PCA dimension {d} skipped: at most {limit} is possible here", stacklevel=2)
             continue
-        res = evaluate(X, y, splits, SVMConfig(cfg.C, cfg.normalize, int(d), cfg.max_iter, cfg.seed), pool=pool)
+        res = run_protocol(X, y, splits, SVMConfig(cfg.C, cfg.normalize, int(d), cfg.max_iter, cfg.seed), pool=pool)
         out.append((int(d), res.summary()[metric]))
     return out
 

@@ -5,8 +5,8 @@ from p3d.models.c3d import C3D
 from p3d.models.config import PretrainedCfg
 from p3d.models.fuse import fold_bn, fuse_for_inference
 from p3d.models.registry import create_model, list_models, model_info
-from p3d.models.resolve import Weights, load_model, load_weights, resolve_weights
 from p3d.models.resnet import STAGE_DEPTHS, P3DResNet, clip_len_ok, count_layers, init_temporal
+from p3d.models.resolve import Weights, load_model, load_weights, resolve_weights
 from p3d.models.summary import ModelSummary, count_flops, summarize
 from p3d.models.weights import LoadReport, load_2d_resnet, read_state_dict
 

@@ -130,5 +130,3 @@ def port_to_p3d(sd: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> dict[
             value = value.unsqueeze(2)
         out[p] = value
     return out
-
-

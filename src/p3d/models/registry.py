@@ -8,6 +8,7 @@ that rebuild it, the preprocessing its weights expect, its classes and where its
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,27 @@ def model_info(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
+def _check_option(name: str, key: str, value: Any, default: Any) -> None:
+    """An option must have its default's type (ints are not bools, sequences hold ints): one clear line if not."""
+    if default is None or default is inspect.Parameter.empty:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    else:
+        return
+    if not ok:
+        kind = "list of int" if isinstance(default, (tuple, list)) else type(default).__name__
+        raise ValueError(f"model {name!r}: option {key}={value!r}: expected {kind}")
+
+
 def create_model(name: str, pretrained: str | None = None, **options: Any) -> nn.Module:
     """Build a registered model.
 
@@ -88,6 +110,8 @@ def create_model(name: str, pretrained: str | None = None, **options: Any) -> nn
     if unknown:
         valid = ", ".join(p for p in params if p != "self")
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
+    for key, value in options.items():
+        _check_option(name, key, value, params[key].default)
     if pretrained is not None:
         from p3d.models.resolve import load_model
 

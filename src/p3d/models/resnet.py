@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from p3d.models.blocks import BLOCKS, Bottleneck, PointwiseConv, SpatialConv
-from p3d.models.layers import channels_last_grad, conv_bn, frames, relu, temporal_max_pool, unframes
 from p3d.models.config import ConfiguredModel, PretrainedCfg
+from p3d.models.layers import channels_last_grad, conv_bn, frames, relu, temporal_max_pool, unframes
 from p3d.spec import InputSpec, flow_unit, imagenet_rgb
 
 __all__ = ["P3DResNet", "STAGE_DEPTHS", "block_kinds", "res4_caffe_name", "unit_name"]

@@ -252,7 +252,9 @@ def load_weights(model: nn.Module, weights: str | Path | Weights, strict: bool =
     theirs = w.cfg
     spec = theirs.input if theirs is not None else mine.input
     if spec.channels != mine.in_channels:
-        raise WeightLoadError(f"{where}: preprocessing for {spec.channels} channels, the model takes {mine.in_channels}")
+        raise WeightLoadError(
+            f"{where}: preprocessing for {spec.channels} channels, the model takes {mine.in_channels}"
+        )
     classes = theirs.class_names if theirs is not None and not new_head else None
     model.pretrained_cfg = mine.replace(
         input=spec,

@@ -1,4 +1,4 @@
-"""Model size and cost: parameters, MB, FLOPs, layer count (``p3d summary``)."""
+"""Model size and cost: parameters, MiB, FLOPs, layer count (``p3d summary``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class ModelSummary:
     name: str
     params: int  # learnable parameters
     buffers: int  # BN running statistics etc.
-    size_mb: float  # fp32 parameters + buffers, MiB
+    size_mib: float  # parameters + buffers, MiB (2**20 bytes)
     macs: int  # multiply-accumulates of one forward pass for `input_shape`
     layers: int  # weighted layers along the main path (P3D-199 → 199)
     input_shape: tuple[int, ...]
@@ -34,7 +34,7 @@ class ModelSummary:
                 f"model         {self.name}",
                 f"input         {'×'.join(map(str, self.input_shape))} (N, C, T, H, W)",
                 f"parameters    {self.params:,} learnable ({self.buffers:,} buffer values)",
-                f"size          {self.size_mb:.1f} MB (fp32 parameters + buffers)",
+                f"size          {self.size_mib:.1f} MiB (parameters + buffers)",
                 f"MACs          {self.macs / 1e9:.2f} G multiply-adds per clip",
                 f"FLOPs         {self.flops / 1e9:.2f} G (= 2 × MACs)",
                 f"layers        {self.layers} (weighted layers on the main path, shortcut projections excluded)",
@@ -61,8 +61,8 @@ def summarize(model: nn.Module, name: str = "", input_shape: tuple[int, ...] | N
         input_shape = (1, spec.channels, spec.clip_len, *spec.size)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     buffers = sum(b.numel() for n, b in model.named_buffers() if not n.endswith("num_batches_tracked"))
-    size_mb = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**20
+    size_mib = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers())) / 2**20
     flops = count_flops(model, torch.zeros(input_shape))
     return ModelSummary(
-        name, params, buffers, size_mb, flops // 2 // input_shape[0], count_layers(model), tuple(input_shape)
+        name, params, buffers, size_mib, flops // 2 // input_shape[0], count_layers(model), tuple(input_shape)
     )

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from p3d.cli import main
-from p3d.data import VideoClipsDataset, build_samples, make_synthetic_dataset
+from p3d.data import VideoClipsDataset, build_samples, make_synthetic_dataset, samples_from_path, video_ids
 from p3d.data.datasets import Sample
-from p3d.features import build_meta, extract_features, reduce_layer, samples_from_path, video_ids
-from p3d.features_io import read_features
 from p3d.models import create_model
+from p3d.representation.extract import build_meta, extract_features, reduce_layer
+from p3d.representation.store import read_features
 from p3d.spec import InputSpec
 
 SPEC = InputSpec(clip_len=8, size=(48, 48), resize=(56, 56))
@@ -42,7 +42,6 @@ def tiny(name: str = "p3d63", seed: int = 0):
 def run(model, samples, out, **kw):
     meta = build_meta(
         model,
-        "p3d63",
         kw.get("layers", LAYERS),
         num_clips=kw.get("num_clips", 3),
         flip=kw.get("flip", False),
@@ -161,7 +160,7 @@ def test_extract_cli_then_svm(dataset, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "12 video(s) written, 0 already done, 0 bad" in text and "videos/s" in text
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["model"] == "resnet50_2d" and meta["input_spec"]["clip_len"] == 4 and meta["num_clips"] == 2
+    assert meta["model"] == "resnet50_2d" and meta["model_cfg"]["input"]["clip_len"] == 4 and meta["num_clips"] == 2
     assert main(args) == 0
     assert "0 video(s) written, 12 already done" in capsys.readouterr().out
     assert main(["svm", str(tmp_path / "m.safetensors"), "--kfold", "3"]) == 0
@@ -169,7 +168,7 @@ def test_extract_cli_then_svm(dataset, tmp_path, capsys):
 
 
 def test_iter_video_outputs_batches_across_videos():
-    from p3d.features import iter_video_outputs
+    from p3d.engine.inference import iter_video_outputs
 
     sizes = []
     clips = {k: torch.randn(n, 1, 1, 2, 2) for k, n in ((0, 3), (1, 5), (2, 2))}

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from p3d.features_io import (
+from p3d.representation.store import (
     FeatureWriter,
     done_ids,
     list_parts,

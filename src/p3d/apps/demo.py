@@ -7,7 +7,7 @@ both at video level, and writes ``report.md``, ``report.json`` and ``report.png`
 ``variants=True`` adds P3D-A, P3D-B and P3D-C (the paper's Table 1 in miniature: accuracy, size, speed).
 
 ``features=True`` (the default) then uses both trained networks as video descriptors (paper, Sec. 5, in
-miniature): :func:`p3d.features.extract_features` writes pool5 descriptors of every train and test video
+miniature): :func:`p3d.representation.extract.extract_features` writes pool5 descriptors of every train and test video
 (``feature_clips`` centre clips per video) to ``features/<model>/``, a linear SVM is trained on the train split
 and tested on the test split (:mod:`p3d.evaluation`), and ``tsne.png`` shows the t-SNE embeddings of the test
 videos' descriptors of both models side by side.  The feature stores are resumable and tied to the checkpoint
@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 
-from p3d.engine.checkpoint import atomic_write_bytes, latest_checkpoint
-from p3d.engine.config import DEMO_OVERRIDES, TrainConfig, _merge
+from p3d.engine.checkpoint import latest_checkpoint
+from p3d.engine.config import DEMO_OVERRIDES, TrainConfig
+from p3d.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["DemoSettings", "MODELS", "VARIANTS", "run_demo"]
 
@@ -79,7 +80,9 @@ def _dataset(root: Path, s: DemoSettings) -> Path:
     }
     marker = root / "dataset.json"
     if marker.is_file() and json.loads(marker.read_text()) == params:
+        say(f"synthetic dataset already in {root}")
         return root
+    say(f"writing the synthetic dataset to {root} ...")
     t0 = time.perf_counter()
     make_synthetic_dataset(
         root,
@@ -90,15 +93,14 @@ def _dataset(root: Path, s: DemoSettings) -> Path:
         test_fraction=s.test_fraction,
         seed=s.seed,
     )
-    atomic_write_bytes(marker, json.dumps(params).encode())
-    log.info("synthetic dataset written to %s in %.1f s", root, time.perf_counter() - t0)
+    atomic_write_json(marker, params, indent=None)
+    say(f"synthetic dataset written in {time.perf_counter() - t0:.0f} s")
     return root
 
 
 def demo_config(data_root: Path, run_dir: Path, model: str, options: dict[str, Any], s: DemoSettings) -> TrainConfig:
-    cfg = TrainConfig()
-    _merge(cfg, DEMO_OVERRIDES, "DEMO_OVERRIDES")
-    _merge(cfg, {"model": {"name": model, **options}}, "demo")
+    cfg = TrainConfig().update(DEMO_OVERRIDES, "DEMO_OVERRIDES")
+    cfg.update({"model": {"name": model, **options}}, "demo")
     cfg.data.kind, cfg.data.root, cfg.data.num_workers = "ucf101", str(data_root), s.num_workers
     cfg.optim.iterations, cfg.optim.lr_step = s.iterations, s.lr_step
     cfg.run.out_dir, cfg.run.seed = str(run_dir), s.seed
@@ -116,23 +118,25 @@ def _train_and_test(
     out: Path,
     s: DemoSettings,
     features: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """Train (or resume) and test one model; ``None`` when training was stopped by a signal."""
     from p3d.data import build_samples
-    from p3d.engine.evaluate import evaluate
+    from p3d.engine.evaluate import evaluate_videos
     from p3d.engine.trainer import Trainer
 
     run_dir = out / "runs" / key
     cfg = demo_config(data_root, run_dir, model, options, s)
     resume = latest_checkpoint(run_dir / "checkpoints") is not None
-    print(f"\n== {label}: {model} {options or ''} — {s.iterations} iterations", flush=True)
+    say(f"{label}: training {model} {options or ''} for {s.iterations} iterations" + (" (resuming)" if resume else ""))
     trainer = Trainer(cfg, resume=resume)
     res = trainer.fit()
     if res.status != "completed":
-        raise KeyboardInterrupt
+        return None
     net = trainer.model.eval()
     test = build_samples("ucf101", data_root, subset="test")
-    ev = evaluate(net, test, num_clips=s.test_clips, clip_batch=16, num_workers=s.num_workers)
+    ev = evaluate_videos(net, test, num_clips=s.test_clips, clip_batch=16, num_workers=s.num_workers)
     m = ev.metrics()
+    say(f"{label}: video accuracy {m['video_hit@1']:.1%} on {m['num_videos']} test videos ({res.seconds:.0f} s)")
     params = sum(p.numel() for p in net.parameters())
     losses = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     losses = [(r["iteration"], r["loss"]) for r in losses if "loss" in r]
@@ -162,8 +166,8 @@ def _extract(
     import shutil
 
     from p3d.data import SampleList, build_samples
-    from p3d.features import build_meta, extract_features
-    from p3d.features_io import check_meta_compatible, read_meta
+    from p3d.representation.extract import build_meta, extract_features
+    from p3d.representation.store import check_meta_compatible, read_meta
 
     train = build_samples("ucf101", data_root, subset="train")
     test = build_samples("ucf101", data_root, subset="test")
@@ -173,7 +177,6 @@ def _extract(
         raise RuntimeError(f"{run_dir}: no checkpoint to extract features from")
     meta = build_meta(
         net,
-        model,
         ["pool5"],
         num_clips=s.feature_clips,
         flip=False,
@@ -206,10 +209,9 @@ def _extract(
     )
     if stats.bad:
         raise RuntimeError(f"{store}: {len(stats.bad)} video(s) could not be read, e.g. {next(iter(stats.bad))}")
-    print(
-        f"   features: {stats.written} video(s) extracted, {stats.skipped} already done "
-        f"({stats.clips} clips in {stats.seconds:.1f} s) -> {store}",
-        flush=True,
+    say(
+        f"features: {stats.written} video(s) extracted, {stats.skipped} already done "
+        f"({stats.clips} clips in {stats.seconds:.1f} s) -> {store}"
     )
     return {"store": str(store.relative_to(out)), "extract_seconds": stats.seconds, "written": stats.written}
 
@@ -228,8 +230,8 @@ def _representation(out: Path, rows: list[dict[str, Any]], data_root: Path, s: D
 
     from p3d.evaluation.plots import plot_embeddings, tsne_embedding
     from p3d.evaluation.protocol import build_protocol
-    from p3d.evaluation.svm import SVMConfig, evaluate
-    from p3d.features_io import read_features
+    from p3d.evaluation.svm import SVMConfig, run_protocol
+    from p3d.representation.store import read_features
 
     lists = data_root / "ucfTrainTestlist"
     split = (lists / "trainlist01.txt", lists / "testlist01.txt")
@@ -239,7 +241,7 @@ def _representation(out: Path, rows: list[dict[str, Any]], data_root: Path, s: D
         fs = read_features(out / r["features"]["store"], layers=["pool5"])
         proto = build_protocol(fs, splits=[split], classes=lists / "classInd.txt")
         X = fs.layer("pool5")
-        res = evaluate(X, proto.labels, proto.splits, cfg, topk=(1,))
+        res = run_protocol(X, proto.labels, proto.splits, cfg, topk=(1,))
         test_rows = proto.splits[0].test
         shown = test_rows if len(test_rows) >= 4 else np.arange(len(X))  # t-SNE needs 4 points; toy runs have fewer
         panels[f"{r['label']}: pool5, SVM top-1 {res.summary()['top1']:.1%}"] = (
@@ -323,7 +325,7 @@ def _report(
         lines += ["", f"![t-SNE of the {which} videos' pool5 descriptors]({png})"]
     lines += ["", f"Total demo time: {seconds:.0f} s on {torch.get_num_threads()} torch threads."]
     text = "\n".join(lines) + "\n"
-    atomic_write_bytes(out / "report.md", text.encode())
+    atomic_write_text(out / "report.md", text)
     payload = {
         "settings": {**s.__dict__, "video_size": list(s.video_size)},
         "classes": classes,
@@ -332,7 +334,7 @@ def _report(
         "results": rows,
         "representation": representation,
     }
-    atomic_write_bytes(out / "report.json", (json.dumps(payload, indent=1) + "\n").encode())
+    atomic_write_json(out / "report.json", payload)
     _plot(out / "report.png", rows, chance)
     return text
 
@@ -370,25 +372,44 @@ def _plot(path: Path, rows: list[dict[str, Any]], chance: float) -> None:
     plt.close(fig)
 
 
+def say(text: str) -> None:
+    """One progress line of the demo, timestamped from its start."""
+    print(f"[{time.perf_counter() - _T0:6.0f} s] {text}", flush=True)
+
+
+_T0 = time.perf_counter()
+
+
 def run_demo(
     out: str | Path, settings: DemoSettings | None = None, variants: bool = False, features: bool = True
 ) -> dict[str, Any]:
     """Generate the data, train and test P3D and the 2D baseline (and the P3D variants); with ``features``,
     the representation study of P3D and the 2D baseline; write the report.  Returns ``report.json``'s
-    content."""
+    content, or ``{"status": "stopped"}`` when a signal stopped training (run again to resume)."""
+    global _T0
+    _T0 = time.perf_counter()
     s = settings or DemoSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
+    n = s.num_classes * s.videos_per_class
+    say(f"p3d demo -> {out}: {n} synthetic videos of {s.num_classes} motion classes, then P3D vs a 2D ResNet")
     data_root = _dataset(out / "data", s)
     from p3d.data import SYNTHETIC_CLASSES
 
     models = dict(MODELS)
     if variants:
         models.update(VARIANTS)
-    rows = [_train_and_test(k, *v, data_root, out, s, features=features and k in MODELS) for k, v in models.items()]
+    rows = []
+    for k, v in models.items():
+        row = _train_and_test(k, *v, data_root, out, s, features=features and k in MODELS)
+        if row is None:
+            say("stopped; run the same command again to resume")
+            return {"status": "stopped"}
+        rows.append(row)
+    if features:
+        say("representation: linear SVM and t-SNE on pool5 features of both trained networks")
     rep = _representation(out, [r for r in rows if r["features"]], data_root, s) if features else None
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - _T0
     text = _report(out, rows, s, list(SYNTHETIC_CLASSES[: s.num_classes]), seconds, rep)
     print("\n" + text)
-    return json.loads((out / "report.json").read_text())
+    return {"status": "completed", **json.loads((out / "report.json").read_text())}

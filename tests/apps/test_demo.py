@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 
-from p3d.engine.demo import DemoSettings, run_demo
+from p3d.apps.demo import DemoSettings, run_demo
 from p3d.evaluation.lists import read_split_list
-from p3d.evaluation.svm import Split, SVMConfig, evaluate
-from p3d.features_io import read_features
+from p3d.evaluation.svm import Split, SVMConfig, run_protocol
+from p3d.representation.store import read_features
 
 
 def _svm_top1_from_store(tmp_path, store: str) -> float:
@@ -15,7 +15,7 @@ def _svm_top1_from_store(tmp_path, store: str) -> float:
     fs = read_features(tmp_path / store)
     lists = tmp_path / "data" / "ucfTrainTestlist"
     rows = [fs.rows([v for v, _ in read_split_list(lists / f"{n}list01.txt")]) for n in ("train", "test")]
-    res = evaluate(fs.layer("pool5"), fs.labels, [Split("split1", *rows)], SVMConfig(seed=0), topk=(1,))
+    res = run_protocol(fs.layer("pool5"), fs.labels, [Split("split1", *rows)], SVMConfig(seed=0), topk=(1,))
     return res.summary()["top1"]
 
 

@@ -9,8 +9,15 @@ from PIL import Image
 
 from p3d.cli import main
 from p3d.models import create_model, list_models
+from p3d.representation.visualize import (
+    DeepDrawConfig,
+    _gaussian_blur,
+    deepdraw,
+    input_range,
+    write_animation,
+    write_strip,
+)
 from p3d.spec import InputSpec
-from p3d.visualize import DeepDrawConfig, _gaussian_blur, deepdraw, input_range, write_animation, write_strip
 
 SPEC = InputSpec(clip_len=8, size=(48, 48), resize=(56, 56))
 

@@ -1,0 +1,1 @@
+"""End-to-end programs built on the library: the demo."""

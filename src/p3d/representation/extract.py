@@ -1,0 +1,273 @@
+"""Representation extraction (paper, Sec. 5): P3D ResNet (or any registry model) as a generic video descriptor.
+
+Every video gives ``num_clips`` test clips (20 by default, uniformly spread, centre crop; optionally averaged
+with their horizontal flip).  The clip descriptors of each requested layer are averaged into the
+video-level descriptor the paper feeds to its linear models.  Layers: ``pool5`` (2048-d for the ResNet-50
+and deeper trunks), ``res5c`` and ``res4_last`` (the last res4 unit, ``res4b35`` in P3D-199; conv maps
+reduced over ``(T, H, W)``, see ``map_pooling``), ``logits`` and ``prob``.
+
+Throughput: decoding runs in DataLoader workers, one *video* per item; the main process keeps a flat stream
+of clips (video index, clip index) and runs the model on full batches of ``batch_size`` clips taken across
+video boundaries, so the model never sees the ragged tail of a video as a small batch.  A video's
+descriptor is written once all its clips are done.  Results go through
+:class:`p3d.representation.store.FeatureWriter` (atomic parts, resumable, one part series per rank).  BatchNorm is
+folded into the convolutions once before the run (:func:`p3d.models.fuse_for_inference`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from p3d.data.datasets import Sample, SampleList, VideoClipsDataset, video_ids
+from p3d.data.loader import build_loader
+from p3d.data.video import normalize_id
+from p3d.engine.inference import autocast, for_inference, iter_video_outputs
+from p3d.fileio import sha256_file
+from p3d.representation.store import FeatureWriter
+from p3d.spec import InputSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAYERS = ("pool5",)
+MAP_POOLING = ("max", "avg")
+
+
+def reduce_layer(x: Tensor, map_pooling: str = "max") -> Tensor:
+    """``(N, D)`` as is; a conv map ``(N, C, T, H, W)`` pooled over ``(T, H, W)`` to ``(N, C)``.
+
+    ``avg`` of ``res5c`` equals ``pool5`` (the deploy file's pool5 is a global average of res5c), so the
+    default for maps is ``max``: a different, complementary descriptor.
+    """
+    if x.dim() == 2:
+        return x
+    if x.dim() != 5:
+        raise ValueError(f"expected a (N, D) vector or (N, C, T, H, W) map, got {tuple(x.shape)}")
+    if map_pooling == "avg":
+        return x.mean(dim=(2, 3, 4))
+    if map_pooling == "max":
+        return x.amax(dim=(2, 3, 4))
+    raise ValueError(f"map_pooling must be one of {MAP_POOLING}, got {map_pooling!r}")
+
+
+@dataclass
+class ExtractStats:
+    """What a run did: videos written, bad videos (id -> reason), skipped (already done), clips, seconds."""
+
+    written: int = 0
+    bad: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0
+    clips: int = 0
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+
+    @property
+    def videos_per_second(self) -> float:
+        return (self.written + len(self.bad)) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.clips / self.seconds if self.seconds > 0 else 0.0
+
+
+def weights_record(model: nn.Module) -> dict[str, Any] | None:
+    """Which weights a model holds, for provenance: the file it was loaded from and its SHA-256 (or the tag)."""
+    cfg = model.pretrained_cfg
+    if cfg.file and os.path.isfile(cfg.file):
+        return {"file": str(cfg.file), "sha256": sha256_file(cfg.file), "tag": cfg.tag}
+    if cfg.tag:
+        return {"tag": cfg.tag}
+    return None
+
+
+def build_meta(
+    model: nn.Module,
+    layers: Sequence[str],
+    *,
+    num_clips: int,
+    flip: bool,
+    map_pooling: str,
+    class_names: Sequence[str] | None,
+    clip_level: bool = False,
+    dataset: str = "",
+) -> dict[str, Any]:
+    """Provenance stored with the features (``meta.json`` and every part's header): the model's config (the one
+    :class:`~p3d.models.config.PretrainedCfg`, input spec included), its weights, and how clips were taken."""
+    from p3d import __version__
+
+    cfg = model.pretrained_cfg
+    return {
+        "model": cfg.architecture,
+        "model_cfg": cfg.replace(file=None, sha256=None, extra={}).to_dict(),
+        "weights": weights_record(model),
+        "layers": list(layers),
+        "num_clips": int(num_clips),
+        "flip": bool(flip),
+        "map_pooling": map_pooling,
+        "crop": "centre",
+        "clip_level": bool(clip_level),
+        "class_names": list(class_names) if class_names else None,
+        "dataset": dataset,
+        "p3d_version": __version__,
+    }
+
+
+def _check_layers(model: nn.Module, names: Sequence[str], map_pooling: str, device: torch.device) -> None:
+    """Fail early on a bad layer name, not after decoding the first video."""
+    spec: InputSpec = model.input_spec
+    with torch.inference_mode():
+        probe = torch.zeros(1, spec.channels, spec.clip_len, *spec.size, device=device)
+        for v in model.forward_layers(probe, list(names)).values():
+            reduce_layer(v, map_pooling)
+
+
+def _record_missing(writer: FeatureWriter, missing: Sequence[str], stats: ExtractStats) -> None:
+    """Videos the annotations list but the disk lacks: recorded as bad (once, by rank 0)."""
+    for m in missing:
+        mid = normalize_id(Path(m).name)
+        if mid not in writer.done:
+            writer.add_bad(mid, "file not found (listed by the dataset's annotations)")
+            stats.bad[mid] = "file not found"
+
+
+def extract_features(
+    model: nn.Module,
+    samples: SampleList | Sequence[Sample],
+    out: str | os.PathLike[str],
+    meta: dict[str, Any],
+    *,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    num_clips: int = 20,
+    flip: bool = False,
+    batch_size: int = 32,
+    map_pooling: str = "max",
+    clip_level: bool = False,
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
+    amp: bool | str = False,
+    rank: int = 0,
+    world_size: int = 1,
+    flush_every: int = 256,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> ExtractStats:
+    """Extract video descriptors of ``samples`` into the feature store ``out``; see the module docstring.
+
+    Args:
+        model: a registry model with ``forward_layers(x, names)`` and ``input_spec``; run in eval mode.
+        samples: the videos (any dataset format of :mod:`p3d.data`); ids from :func:`p3d.data.video_ids`.
+        layers: names accepted by ``model.forward_layers`` (e.g. pool5, res5c, res4_last, logits, prob).
+        batch_size: clips per forward pass (flipped clips count as clips).
+        rank, world_size: this process's shard is every ``world_size``-th video from ``rank`` (of the
+            full list; those already in the store, written by any rank or an earlier run, are skipped).
+    Returns:
+        :class:`ExtractStats`.  Videos already in the store (any rank) are skipped; bad videos are recorded in
+        the store with their reason and counted, never raised.
+    """
+    if map_pooling not in MAP_POOLING:
+        raise ValueError(f"map_pooling must be one of {MAP_POOLING}, got {map_pooling!r}")
+    if num_clips < 1 or batch_size < 1:
+        raise ValueError(f"num_clips and batch_size must be >= 1, got {num_clips}, {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    items = list(samples.samples if isinstance(samples, SampleList) else samples)
+    ids = video_ids(items)
+    device = torch.device(device)
+    net = for_inference(model, device)
+    names = list(layers)
+    _check_layers(net, names, map_pooling, device)
+
+    stats = ExtractStats()
+    t0 = time.perf_counter()
+    writer = FeatureWriter(out, meta, rank=rank, flush_every=flush_every)
+    # shard the full, ordered list (not the remaining videos): every rank computes the same assignment even
+    # when the ranks start at different times into a partly filled store
+    shard = range(rank, len(items), world_size)
+    mine = [i for i in shard if ids[i] not in writer.done]
+    stats.skipped = len(shard) - len(mine)
+    if rank == 0:
+        _record_missing(writer, getattr(samples, "missing", []), stats)
+    ds = VideoClipsDataset([items[i] for i in mine], net.input_spec, num_clips=num_clips, flip=flip)
+    loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=2)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(mine), unit="video", disable=not progress, dynamic_ncols=True, desc=f"extract r{rank}")
+
+    def forward(x: Tensor) -> dict[str, Tensor]:
+        return {k: reduce_layer(v, map_pooling) for k, v in net.forward_layers(x, names).items()}
+
+    def counted(n: int, seconds: float) -> None:
+        stats.clips += n
+        stats.forward_seconds += seconds
+        if on_batch is not None:
+            on_batch(n)
+
+    videos = ((it["video_index"], it["clips"] if it["valid"] else None, it["error"]) for it in loader)
+    try:
+        for slot, feats, error in iter_video_outputs(
+            videos, forward, batch_size=batch_size, device=device, amp=amp, on_batch=counted
+        ):
+            sample, vid = items[mine[slot]], ids[mine[slot]]
+            if feats is None:
+                writer.add_bad(vid, error)
+                stats.bad[vid] = error
+                log.warning("skipped %s: %s", sample.path, error)
+            else:
+                video, clip = _video_features(feats, num_clips, flip, clip_level)
+                writer.add(vid, video, label=sample.labels, clip=clip)
+                stats.written += 1
+            bar.update(1)
+            bar.set_postfix(bad=len(stats.bad), refresh=False)
+    finally:
+        writer.close()
+        bar.close()
+        stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _video_features(
+    feats: dict[str, np.ndarray], num_clips: int, flip: bool, clip_level: bool
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """Video descriptor (mean over clips) and, with ``clip_level``, the clip descriptors; a flipped run averages
+    each clip with its mirror (rows ``k`` and ``k + num_clips``) first."""
+    if flip:
+        feats = {n: 0.5 * (v[:num_clips] + v[num_clips:]) for n, v in feats.items()}
+    return {n: v.mean(axis=0) for n, v in feats.items()}, (feats if clip_level else None)
+
+
+def forward_throughput(
+    model: nn.Module,
+    spec: InputSpec,
+    layers: Sequence[str],
+    batch_size: int,
+    iters: int = 5,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    map_pooling: str = "max",
+) -> float:
+    """Pure model throughput in clips/s: ``forward_layers`` on a resident random batch (1 warm-up pass), with the
+    same inference preparation as :func:`extract_features`."""
+    device = torch.device(device)
+    net = for_inference(model, device)
+    h, w = spec.size
+    x = torch.randn(batch_size, spec.channels, spec.clip_len, h, w, device=device)
+    with torch.inference_mode(), autocast(device, amp):
+        for i in range(iters + 1):
+            if i == 1:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            outs = net.forward_layers(x, list(layers))
+            _ = {k: reduce_layer(v, map_pooling).float().cpu() for k, v in outs.items()}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch_size * iters / (time.perf_counter() - t0)
