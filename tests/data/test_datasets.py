@@ -252,3 +252,26 @@ def test_default_workers_leave_the_cores_to_torch_on_cpu(monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
     assert default_num_workers("cpu") == 0
     assert default_num_workers(torch.device("cuda", 0)) == 7
+
+
+def test_raw_uint8_clips_normalised_on_device_equal_the_float_clips(tmp_path):
+    """The test/extraction pipeline ships uint8 clips and normalises them where the model runs: same numbers as
+    the float pipeline, for RGB, the Caffe BGR convention and flow-style XY, and mirrored copies alike."""
+    import torch
+
+    from p3d.data import make_synthetic_dataset
+    from p3d.data.transforms import to_model_input
+    from p3d.spec import InputSpec, caffe_bgr
+
+    root = make_synthetic_dataset(tmp_path, num_classes=2, videos_per_class=1, num_frames=12, size=(40, 48), seed=1)
+    samples = build_samples("ucf101", root, subset="train")
+    for spec in (InputSpec(clip_len=4, size=(32, 32), resize=(36, 40)), caffe_bgr(clip_len=4, size=32)):
+        if spec.resize[0] < 32:
+            spec = spec.replace(resize=(36, 40))
+        for flip in (False, True):
+            ref = VideoClipsDataset(samples, spec, num_clips=3, flip=flip)[0]["clips"]
+            raw = VideoClipsDataset(samples, spec, num_clips=3, flip=flip, raw=True)[0]["clips"]
+            assert raw.dtype == torch.uint8 and raw.shape == (ref.shape[0], 4, 32, 32, 3)
+            got = to_model_input(raw, spec)
+            assert got.is_contiguous(memory_format=torch.channels_last_3d)
+            torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.weights}: the model has no classifier (num_classes 0); nothing to predict")
     device = pick_device(args.device, 0)
     samples = SampleList([Sample(str(v), (), Path(v).stem) for v in args.videos], classes)
-    ds = VideoClipsDataset(samples, model.input_spec, num_clips=args.clips, flat=False)
+    ds = VideoClipsDataset(samples, model.input_spec, num_clips=args.clips, flat=False, raw=True)
     scores, _ = score_videos(
         model, ds, device=device, clip_batch=args.batch_size, amp=args.amp, num_workers=args.workers
     )

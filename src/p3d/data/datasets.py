@@ -50,7 +50,7 @@ from p3d.data.sampling import (
     sample_test_clips,
     sample_train_clip,
 )
-from p3d.data.transforms import ClipTransform, hflip
+from p3d.data.transforms import ClipTransform, hflip, hflip_frames
 from p3d.data.video import VIDEO_EXTENSIONS, VideoReader, list_videos, normalize_id
 from p3d.errors import VideoReadError
 from p3d.spec import InputSpec
@@ -674,11 +674,14 @@ class VideoClipsDataset(Dataset):
     """All ``num_clips`` test clips of each video (paper: 20 uniformly spread, centre crop).
 
     ``flat=False``: item = one video, ``clips`` ``(num_clips, C, T, H, W)`` (with ``flip``: followed by their
-    horizontal mirrors, ``2·num_clips`` rows; see :func:`p3d.data.transforms.hflip`).  ``flat=True``: item = one
-    clip, index ``video * num_clips + k``, ``clips`` ``(C, T, H, W)``.  Items are dicts ``{clips, label,
-    video_index, clip_index, video_id, valid, error}``; a video that cannot be read gives zero clips with
-    ``valid=False`` and the reason in ``error`` (logged; ``num_failed`` counts them across workers) — one bad file
-    never stops a run.  Decoding all clips of a video at once (``flat=False``) is cheaper than one clip per item.
+    horizontal mirrors, ``2·num_clips`` rows; see :func:`p3d.data.transforms.hflip_frames`).  ``flat=True``: item
+    = one clip, index ``video * num_clips + k``, ``clips`` ``(C, T, H, W)``.  ``raw=True``: clips stay uint8
+    frames ``(..., T, H, W, 3)`` (resized and centre-cropped), to be normalised on the model's device with
+    :func:`p3d.data.transforms.to_model_input` — what the test and extraction pipelines do.  Items are dicts
+    ``{clips, label, video_index, clip_index, video_id, valid, error}``; a video that cannot be read gives zero
+    clips with ``valid=False`` and the reason in ``error`` (logged; ``num_failed`` counts them across workers) —
+    one bad file never stops a run.  Decoding all clips of a video at once (``flat=False``) is cheaper than one clip
+    per item.
     """
 
     def __init__(
@@ -689,6 +692,7 @@ class VideoClipsDataset(Dataset):
         num_clips: int = 20,
         flat: bool = False,
         flip: bool = False,
+        raw: bool = False,
         short_policy: str = "loop",
         threads: int = 1,
     ) -> None:
@@ -702,12 +706,19 @@ class VideoClipsDataset(Dataset):
         self.num_clips = num_clips
         self.flat = flat
         self.flip = flip
+        self.raw = raw
         self.short_policy = short_policy
         self.threads = threads
         self._failed = mp.get_context().Value("i", 0)
 
     def __len__(self) -> int:
         return len(self.samples) * (self.num_clips if self.flat else 1)
+
+    @property
+    def clip_shape(self) -> tuple[int, ...]:
+        """Shape of one clip as items hold it: ``(T, H, W, 3)`` uint8 when ``raw``, else ``(C, T, H, W)``."""
+        (h, w), t = self.spec.size, self.spec.clip_len
+        return (t, h, w, 3) if self.raw else (self.spec.channels, t, h, w)
 
     @property
     def num_failed(self) -> int:
@@ -726,10 +737,18 @@ class VideoClipsDataset(Dataset):
             idx = self.clip_indices(r, s)
             frames = r.get_frames(idx[k] if self.flat else idx.reshape(-1), size=self.transform.decode_size)
         if self.flat:
-            return self.transform(frames)
+            return self._finish(frames)
         frames = frames.reshape(self.num_clips, self.spec.clip_len, *frames.shape[1:])
-        clips = torch.stack([self.transform(f) for f in frames])
-        return torch.cat([clips, hflip(clips, self.spec)]) if self.flip else clips
+        clips = torch.stack([self._finish(f) for f in frames])
+        if not self.flip:
+            return clips
+        return torch.cat([clips, hflip_frames(clips, self.spec) if self.raw else hflip(clips, self.spec)])
+
+    def _finish(self, frames: np.ndarray) -> torch.Tensor:
+        """One clip's decoded frames → uint8 ``(T, h, w, 3)`` (``raw``) or the normalised float clip."""
+        if self.raw:
+            return torch.from_numpy(np.ascontiguousarray(self.transform.crop_flip(frames)))
+        return self.transform(frames)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         v, k = divmod(int(i), self.num_clips) if self.flat else (int(i), -1)
@@ -742,9 +761,9 @@ class VideoClipsDataset(Dataset):
                 self._failed.value += 1
             error = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
             log.warning("unreadable video %s: %s", s.path, error)
-            c, t, (h, w) = self.spec.channels, self.spec.clip_len, self.spec.size
             n = self.num_clips * (2 if self.flip else 1)
-            clips = torch.zeros((c, t, h, w) if self.flat else (n, c, t, h, w))
+            shape = self.clip_shape if self.flat else (n, *self.clip_shape)
+            clips = torch.zeros(shape, dtype=torch.uint8 if self.raw else torch.float32)
         return {
             "clips": clips,
             "label": target(s, self.num_classes, self.multilabel),

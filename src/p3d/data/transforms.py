@@ -13,8 +13,10 @@ with the same scaler.  Cropping and flipping work on uint8 before the float conv
 Public API::
 
     ClipTransform(spec, train)(frames (T, H, W, 3) uint8, rng) -> torch.float32 (C, T, h, w)
+    ClipTransform(spec, train).crop_flip(frames, rng) -> (T, h, w, 3) uint8
     resize_frames(frames, (H, W)) -> (T, H, W, 3) uint8
     normalize(frames (T, H, W, 3) uint8, spec) -> torch.float32 (C, T, H, W)
+    to_model_input(frames uint8 (..., T, H, W, 3) tensor on any device, spec) -> float (..., C, T, H, W)
 """
 
 from __future__ import annotations
@@ -72,19 +74,42 @@ def random_crop(frames: np.ndarray, size: tuple[int, int], rng: np.random.Genera
     return crop(frames, top, left, size)
 
 
-def normalize(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 RGB -> ``(C, T, H, W)`` float32 ``(reorder(x) * scale - mean) / std``."""
-    _check_frames(frames)
-    x = torch.from_numpy(np.ascontiguousarray(frames))
+def to_model_input(frames: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """uint8 frames ``(..., T, H, W, 3)`` (or ``(..., T, H, W, 2)`` flow images) on any device → the float clip
+    ``(..., C, T, H, W)`` = ``(reorder(x) * scale - mean) / std``, computed where the frames are.
+
+    The pipeline ships uint8 clips (4× less data than float32 through worker pipes, pinned memory and the PCIe bus)
+    and normalises them on the model's device; a batch ``(N, T, H, W, C)`` becomes ``(N, C, T, H, W)`` in
+    ``channels_last_3d`` memory, the layout the P3D trunk runs in, without a copy before the float conversion.
+    """
+    if frames.dtype != torch.uint8 or frames.dim() < 4 or frames.shape[-1] not in (2, 3):
+        raise ValueError(f"expected uint8 frames (..., T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    x = frames
     if spec.channel_order == "BGR":
         x = x.flip(-1)
     elif spec.channel_order == "XY":
         x = x[..., :2]
-    x = x.permute(3, 0, 1, 2).to(torch.float32)  # (C, T, H, W)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1, 1)
-    inv_std = 1.0 / torch.tensor(spec.std, dtype=torch.float32).view(-1, 1, 1, 1)
-    scale = float(spec.scale)
-    return ((x * scale - mean) * inv_std).contiguous()
+    n = x.dim()
+    x = x.permute(*range(n - 4), n - 1, n - 4, n - 3, n - 2).to(torch.float32)  # (..., C, T, H, W)
+    shape = (-1, 1, 1, 1)
+    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(shape)
+    inv_std = 1.0 / torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(shape)
+    return (x * float(spec.scale) - mean) * inv_std
+
+
+def normalize(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """``(T, H, W, 3)`` uint8 RGB -> ``(C, T, H, W)`` float32 ``(reorder(x) * scale - mean) / std``."""
+    _check_frames(frames)
+    return to_model_input(torch.from_numpy(np.ascontiguousarray(frames)), spec).contiguous()
+
+
+def hflip_frames(frames: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Horizontal mirror of uint8 frames ``(..., T, H, W, C)``; for optical flow (``channel_order == "XY"``) the
+    stored x image ``v`` also becomes ``255 - v`` (mirroring reverses horizontal motion; TSN/denseflow)."""
+    out = frames.flip(-2)
+    if spec.channel_order == "XY":
+        out[..., 0] = 255 - out[..., 0]
+    return out
 
 
 def hflip(clips: torch.Tensor, spec: InputSpec) -> torch.Tensor:

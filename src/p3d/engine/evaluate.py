@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from p3d.data.transforms import to_model_input
 from p3d.engine.distributed import ShardedSampler, all_gather_objects
 from p3d.engine.inference import for_inference, iter_video_outputs
 from p3d.engine.metrics import multi_hot, topk_hits
@@ -153,8 +155,9 @@ def score_videos(
             true[v] = set(torch.nonzero(label).flatten().tolist()) if isinstance(label, Tensor) else {int(label)}
             yield v, item["clips"], None  # (N, C, T, H, W)
 
+    prepare = partial(to_model_input, spec=dataset.spec) if getattr(dataset, "raw", False) else None
     for v, outs, error in iter_video_outputs(
-        videos(), lambda x: {"logits": net(x)}, batch_size=clip_batch, device=device, amp=amp
+        videos(), lambda x: {"logits": net(x)}, batch_size=clip_batch, device=device, amp=amp, prepare=prepare
     ):
         if outs is None:
             out[v] = {"valid": False, "error": error}
@@ -188,7 +191,7 @@ def evaluate_videos(
     from p3d.data import VideoClipsDataset
 
     spec = spec if spec is not None else model.input_spec
-    ds = VideoClipsDataset(samples, spec, num_clips=num_clips, flat=False)
+    ds = VideoClipsDataset(samples, spec, num_clips=num_clips, flat=False, raw=True)
     part, seconds = score_videos(
         model,
         ds,

@@ -81,16 +81,19 @@ def iter_video_outputs(
     batch_size: int,
     device: torch.device | str = "cpu",
     amp: bool | str = False,
+    prepare: Callable[[Tensor], Tensor] | None = None,
     on_batch: Callable[[int, float], None] | None = None,
 ) -> Iterator[tuple[Any, dict[str, np.ndarray] | None, str | None]]:
     """Run ``forward`` over the clips of many videos in full batches taken across video boundaries.
 
-    ``videos`` yields ``(key, clips, error)``: ``clips`` ``(N, C, T, H, W)`` of one video, or ``None`` with the
-    reason ``error`` when it could not be read.  ``forward`` maps a batch ``(B, C, T, H, W)`` to named ``(B, ...)``
-    outputs.  Yields ``(key, {name: (N, ...) float32 per-clip outputs}, None)`` once all of a video's clips are
-    done, or ``(key, None, error)`` for an unreadable one (as soon as it is seen, so not in input order).  At
-    most ``batch_size`` clips go through the model at once and one video's clips wait beyond the batch, so
-    memory is bounded whatever the clips per video.  ``on_batch(clips, forward_seconds)`` after every batch.
+    ``videos`` yields ``(key, clips, error)``: ``clips`` ``(N, ...)`` of one video, or ``None`` with the reason
+    ``error`` when it could not be read.  Each batch is copied to ``device`` (non-blocking: pinned host memory
+    overlaps the copy), turned into model input there by ``prepare`` (e.g.
+    :func:`p3d.data.transforms.to_model_input` for uint8 frames), and ``forward`` maps it ``(B, C, T, H, W)`` to
+    named ``(B, ...)`` outputs.  Yields ``(key, {name: (N, ...) float32 per-clip outputs}, None)`` once all of a
+    video's clips are done, or ``(key, None, error)`` for an unreadable one (as soon as it is seen, so not in input
+    order).  At most ``batch_size`` clips go through the model at once and one video's clips wait beyond the batch,
+    so memory is bounded whatever the clips per video.  ``on_batch(clips, forward_seconds)`` after every batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -105,8 +108,12 @@ def iter_video_outputs(
     def run_batch() -> None:
         x, owners, rows = stream.take(batch_size)
         t = time.perf_counter()
-        with torch.inference_mode(), autocast(device, amp):
-            outs = forward(x.to(device, non_blocking=True))
+        with torch.inference_mode():
+            x = x.to(device, non_blocking=True)
+            if prepare is not None:
+                x = prepare(x)
+            with autocast(device, amp):
+                outs = forward(x)
         got = {k: v.float().cpu().numpy() for k, v in outs.items()}
         if on_batch is not None:
             on_batch(len(owners), time.perf_counter() - t)

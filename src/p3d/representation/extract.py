@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from p3d.data.datasets import Sample, SampleList, VideoClipsDataset, video_ids
 from p3d.data.loader import build_loader
+from p3d.data.transforms import to_model_input
 from p3d.data.video import normalize_id
 from p3d.engine.inference import autocast, for_inference, iter_video_outputs
 from p3d.fileio import sha256_file
@@ -196,7 +198,8 @@ def extract_features(
     stats.skipped = len(shard) - len(mine)
     if rank == 0:
         _record_missing(writer, getattr(samples, "missing", []), stats)
-    ds = VideoClipsDataset([items[i] for i in mine], net.input_spec, num_clips=num_clips, flip=flip)
+    spec = net.input_spec
+    ds = VideoClipsDataset([items[i] for i in mine], spec, num_clips=num_clips, flip=flip, raw=True)
     loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=2)
     from tqdm import tqdm
 
@@ -214,7 +217,13 @@ def extract_features(
     videos = ((it["video_index"], it["clips"] if it["valid"] else None, it["error"]) for it in loader)
     try:
         for slot, feats, error in iter_video_outputs(
-            videos, forward, batch_size=batch_size, device=device, amp=amp, on_batch=counted
+            videos,
+            forward,
+            batch_size=batch_size,
+            device=device,
+            amp=amp,
+            prepare=partial(to_model_input, spec=spec),
+            on_batch=counted,
         ):
             sample, vid = items[mine[slot]], ids[mine[slot]]
             if feats is None:
