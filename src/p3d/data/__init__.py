@@ -38,7 +38,7 @@ from p3d.data.datasets import (
 from p3d.data.loader import build_loader, default_num_workers
 from p3d.data.sampling import clip_indices, sample_test_clips, sample_train_clip
 from p3d.data.synthetic import CLASSES as SYNTHETIC_CLASSES
-from p3d.data.synthetic import make_synthetic_dataset, render_video
+from p3d.data.synthetic import make_synthetic_dataset, make_synthetic_untrimmed, render_video
 from p3d.data.transforms import ClipTransform, normalize, resize_frames
 from p3d.data.video import VideoInfo, VideoReader, list_videos, probe_video, read_video
 from p3d.errors import VideoReadError
@@ -60,6 +60,7 @@ __all__ = [
     "clip_indices",
     "list_videos",
     "make_synthetic_dataset",
+    "make_synthetic_untrimmed",
     "normalize",
     "parse_activitynet",
     "parse_folder",

@@ -195,3 +195,84 @@ def plot_confusion(
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     _save(fig, path, dpi=100)
+
+
+def plot_timeline(
+    window_times: np.ndarray,
+    scores: np.ndarray,
+    class_names: Sequence[str],
+    out: str | Path,
+    segments: Sequence[Mapping] | None = None,
+    ground_truth: Sequence[Mapping] | None = None,
+    smoothed: np.ndarray | None = None,
+    title: str = "",
+) -> Path:
+    """One untrimmed video's class scores over time as a heat strip (classes down, time in seconds across).
+
+    ``window_times`` ``(W, 2)``: each window's [start, end] s; ``scores`` ``(W, K)``; ``smoothed`` ``(W, K)``:
+    drawn as a second strip below.  Each window is painted from the midpoint with its predecessor to the
+    midpoint with its successor (centres of overlapping windows).  ``segments`` (detections ``{"start", "end",
+    "label", "score"}``) are outlined on their class's row with their score; ``ground_truth`` (``{"start",
+    "end", "label"}``) is a green bar along the top of its row, above the detections.  Labels are class names
+    or column indices.  PNG, written atomically."""
+    t = np.asarray(window_times, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or t.shape != (len(s), 2) or len(s) == 0:
+        raise ValueError(f"need scores (W, K) with W >= 1 and window_times (W, 2), got {s.shape} and {t.shape}")
+    if len(class_names) != s.shape[1]:
+        raise ValueError(f"class_names has {len(class_names)} names for {s.shape[1]} score columns")
+    strips = [("scores", s)]
+    if smoothed is not None:
+        sm = np.asarray(smoothed, dtype=np.float64)
+        if sm.shape != s.shape:
+            raise ValueError(f"smoothed must have the scores' shape {s.shape}, got {sm.shape}")
+        strips.append(("smoothed", sm))
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{out}: plots are written as PNG; give a .png file name")
+    row = {name: i for i, name in enumerate(class_names)}
+
+    def row_of(item: Mapping, what: str) -> int:
+        label = item["label"]
+        k = row.get(label, label if isinstance(label, int | np.integer) and 0 <= label < len(class_names) else None)
+        if k is None:
+            raise ValueError(f"{what} label {label!r} is not one of the {len(class_names)} class names")
+        if float(item["end"]) < float(item["start"]):
+            raise ValueError(f"{what} [{item['start']}, {item['end']}] ends before it starts")
+        return int(k)
+
+    gt = [(row_of(g, "ground truth"), float(g["start"]), float(g["end"])) for g in ground_truth or ()]
+    det = [(row_of(d, "segment"), float(d["start"]), float(d["end"]), d.get("score")) for d in segments or ()]
+
+    centres = t.mean(axis=1)
+    edges = np.concatenate([[t[0, 0]], (centres[1:] + centres[:-1]) / 2, [t[-1, 1]]])
+    vmin, vmax = min(0.0, float(s.min())), max(1.0, float(s.max()))
+    plt = _pyplot()
+    k = s.shape[1]
+    height = min(40.0, 0.28 * k + 1.2)
+    fig, axes = plt.subplots(
+        len(strips), 1, figsize=(11, height * len(strips) + 0.6), sharex=True, squeeze=False, constrained_layout=True
+    )
+    for ax, (name, values) in zip(axes[:, 0], strips, strict=True):
+        mesh = ax.pcolormesh(edges, np.arange(k + 1) - 0.5, values.T, cmap="viridis", vmin=vmin, vmax=vmax)
+        ax.set_ylim(k - 0.5, -0.5)
+        ax.set_yticks(range(k))
+        ax.set_yticklabels(class_names, fontsize=8 if k <= 30 else 5)
+        ax.set_ylabel(name)
+        for r, a, b in gt:
+            ax.add_patch(plt.Rectangle((a, r - 0.5), b - a, 0.22, color="limegreen", lw=0))
+        for r, a, b, score in det:
+            ax.add_patch(plt.Rectangle((a, r - 0.24), b - a, 0.68, fill=False, edgecolor="red", lw=1.6))
+            if score is not None and ax is axes[-1, 0]:
+                ax.text(a, r + 0.3, f"{float(score):.2f}", color="white", fontsize=7, va="bottom")
+        fig.colorbar(mesh, ax=ax, fraction=0.03, pad=0.01)
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlim(edges[0], edges[-1])
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color="limegreen", label="ground truth"),
+        plt.Rectangle((0, 0), 1, 1, fill=False, edgecolor="red", lw=1.6, label="detection (score)"),
+    ]
+    axes[0, 0].legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out, dpi=110)
