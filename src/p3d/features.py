@@ -34,6 +34,7 @@ from p3d.data.loader import default_num_workers
 from p3d.data.video import VideoReader, list_videos
 from p3d.evaluation.lists import normalize_id
 from p3d.features_io import FeatureWriter
+from p3d.malloc import release_memory
 from p3d.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -455,6 +456,7 @@ def extract_features(
         writer.close()
         bar.close()
         stats.seconds = time.perf_counter() - t0
+        release_memory()
     return stats
 
 

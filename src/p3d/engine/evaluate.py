@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from p3d.engine.distributed import ShardedSampler, all_gather_objects
+from p3d.malloc import release_memory
 
 __all__ = ["EvalResult", "evaluate", "score_videos", "metrics_from_scores", "plot_confusion", "write_predictions"]
 
@@ -210,6 +211,7 @@ def evaluate(
     good = sorted(v for v, r in merged.items() if r["valid"])
     failed = [ds.samples[v].path for v, r in sorted(merged.items()) if not r["valid"]]
     k = len(classes)
+    release_memory()
     return EvalResult(
         classes=classes,
         video_ids=[ds.samples[v].video_id for v in good],

@@ -39,6 +39,7 @@ from torch import nn
 from p3d.engine import checkpoint as ckpt
 from p3d.engine.config import TrainConfig, save_config
 from p3d.engine.distributed import DistInfo, ShardedSampler, all_gather_objects, init_distributed
+from p3d.malloc import release_memory
 
 __all__ = ["DivergenceError", "TrainResult", "Trainer", "build_model", "build_samples_for", "model_from_checkpoint"]
 
@@ -555,6 +556,7 @@ class Trainer:
         finally:
             bar.close()
             metrics.close()
+            release_memory()
         seconds = time.perf_counter() - t_start
         done = self.iteration - start_iteration
         self._check_ranks_in_sync()
