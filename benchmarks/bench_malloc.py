@@ -68,7 +68,9 @@ def _rss_mib() -> float:
 
 
 def _timed(step, reps: int, clips: int) -> tuple[list[float], list[float], list[int]]:
-    """clips/s, CPU seconds per clip and page faults of ``reps`` calls of ``step`` (after one warm-up call)."""
+    """clips/s, CPU seconds per clip and page faults of ``reps`` calls of ``step`` (after two warm-up calls: the
+    heap reaches its size in the second)."""
+    step()
     step()
     rates, cpu, faults = [], [], []
     for _ in range(reps):
