@@ -21,6 +21,9 @@ Each child reports clips/s (median over the repetitions), minor page faults per 
 its peak RSS, the RSS it keeps after the work and after :func:`p3d.malloc.release_memory`.  Finally the start-up
 of ``python -m p3d --help``: as now (one process) and as the removed re-exec did it (import ``p3d.cli``, then
 ``execve`` the same command with the tunables set), alternating.
+
+``--sweep`` instead runs forward and train once under each raw ``mallopt`` setting of ``SWEEP`` (p3d's tuning
+off): which thresholds remove the page faults.
 """
 
 from __future__ import annotations
@@ -44,6 +47,19 @@ VARIANTS = {
     "env": {"GLIBC_TUNABLES": OLD_TUNABLES},
 }
 WORKLOADS = ("forward", "train", "extract")
+MALLOPT = {"M_TRIM_THRESHOLD": -1, "M_MMAP_THRESHOLD": -3, "M_MMAP_MAX": -4}  # glibc malloc.h
+MiB = 2**20
+# --sweep: raw mallopt settings (p3d's own tuning off), to find which ones remove the page faults
+SWEEP = [
+    {},
+    {"M_MMAP_THRESHOLD": 2**31 - 1},
+    {"M_MMAP_THRESHOLD": 32 * MiB, "M_TRIM_THRESHOLD": 2**31 - 1},
+    {"M_MMAP_THRESHOLD": 2**31 - 1, "M_TRIM_THRESHOLD": 64 * MiB},
+    {"M_MMAP_THRESHOLD": 2**31 - 1, "M_TRIM_THRESHOLD": 256 * MiB},
+    {"M_MMAP_THRESHOLD": 1024 * MiB, "M_TRIM_THRESHOLD": 1024 * MiB},
+    {"M_MMAP_THRESHOLD": 2**31 - 1, "M_TRIM_THRESHOLD": 2**31 - 1},
+    {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1},
+]
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -83,6 +99,13 @@ def _timed(step, reps: int, clips: int) -> tuple[list[float], list[float], list[
 
 
 def child(args: argparse.Namespace) -> dict:
+    if args.mallopt:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        for name, value in json.loads(args.mallopt).items():
+            if libc.mallopt(MALLOPT[name], value) != 1:
+                raise SystemExit(f"mallopt({name}, {value}) rejected")
     import torch
 
     import p3d
@@ -159,6 +182,30 @@ def _startup(reps: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _run_child(args: argparse.Namespace, workload: str, env: dict[str, str], *extra: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", workload, "--reps", str(args.reps), *extra]
+    cmd += ["--batch-size", str(args.batch_size), "--train-batch-size", str(args.train_batch_size)]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    out = subprocess.run(cmd, env=_clean_env(**env), capture_output=True, text=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+    if out.returncode or not line:
+        sys.exit(f"{workload} {env} {extra} failed:\n{out.stdout}\n{out.stderr}")
+    return json.loads(line[0][7:])
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """Page faults per repetition and CPU s per clip of forward and train under each raw mallopt setting."""
+    print("| mallopt (p3d's tuning off) | forward faults | forward CPU s/clip | train faults | train CPU s/clip |")
+    print("|---|---:|---:|---:|---:|")
+    for setting in SWEEP:
+        res = {w: _run_child(args, w, {"P3D_NO_MALLOC_TUNE": "1"}, "--mallopt", json.dumps(setting))
+               for w in ("forward", "train")}  # fmt: skip
+        name = ", ".join(f"{k}={v}" for k, v in setting.items()) or "glibc defaults"
+        f, t = res["forward"], res["train"]
+        print(f"| {name} | {f['faults']:.0f} | {f['cpu_s_per_clip']:.3f} | {t['faults']:.0f} | "
+              f"{t['cpu_s_per_clip']:.3f} |", flush=True)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -170,11 +217,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads in the children (default: torch's)")
     p.add_argument("--startup-reps", type=int, default=10)
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--sweep", action="store_true", help="forward and train under each of SWEEP's mallopt settings")
     p.add_argument("--child", choices=WORKLOADS, help=argparse.SUPPRESS)
+    p.add_argument("--mallopt", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(args)), flush=True)
+        return
+    if args.sweep:
+        sweep(args)
         return
 
     cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
@@ -191,14 +243,8 @@ def main() -> None:
             order = names[r % len(names) :] + names[: r % len(names)]
             for workload in args.workloads:
                 for variant in order:
-                    cmd = [sys.executable, __file__, "--child", workload, "--data", tmp, "--reps", str(args.reps)]
-                    cmd += ["--batch-size", str(args.batch_size), "--train-batch-size", str(args.train_batch_size)]
-                    cmd += ["--threads", str(args.threads)] if args.threads else []
-                    out = subprocess.run(cmd, env=_clean_env(**VARIANTS[variant]), capture_output=True, text=True)
-                    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-                    if out.returncode or not line:
-                        sys.exit(f"{workload}/{variant} failed:\n{out.stdout}\n{out.stderr}")
-                    res = {"round": r, "variant": variant, **json.loads(line[0][7:])}
+                    res = _run_child(args, workload, VARIANTS[variant], "--data", tmp)
+                    res = {"round": r, "variant": variant, **res}
                     results.append(res)
                     print(f"round {r} {workload:8s} {variant:10s} {res['clips_per_s']:6.2f} clips/s "
                           f"{res['cpu_s_per_clip']:6.3f} CPU s/clip "

@@ -1,19 +1,22 @@
 """glibc malloc tuned in-process, so a script that does ``import p3d`` runs the models as fast as the ``p3d`` command.
 
-Why: glibc serves every block above its mmap threshold (dynamic, at most 32 MiB on 64-bit) with a fresh ``mmap``
-and returns it on ``free``; P3D activations are 50-100 MB (res2 of a batch of 8 16×160×160 clips: 105 MB), so
-every forward page-faults and zeroes all of them again (BENCHMARKS.md, "Allocator": 1.35-2× slower).  A freed
-block at the top of the heap is also given back as soon as it exceeds the trim threshold (128 KiB once the
-threshold is fixed).  The fix keeps such blocks in the heap (``mallopt`` through ctypes, glibc ``malloc.h``):
+Why: glibc serves every block above its mmap threshold (dynamic, at most ``DEFAULT_MMAP_THRESHOLD_MAX`` = 32 MiB
+on 64-bit, glibc ``malloc/malloc.c``) with a fresh ``mmap`` and unmaps it on ``free``; P3D activations are
+50-100 MB (res2 of a batch of 8 clips of 16×160×160: 105 MB), so every forward page-faults and zeroes all of them
+again (P3D-63, batch 8: 291 000 page faults per forward, 1.4× the CPU time; BENCHMARKS.md, "Allocator tuned
+in-process").  And a freed block at the top of the heap goes back to the OS as soon as the free top exceeds the trim
+threshold (128 KiB by default).  The fix keeps such blocks in the heap (``mallopt`` through ctypes):
 
 * ``M_MMAP_THRESHOLD`` = ``M_TRIM_THRESHOLD`` = :func:`keep_bytes` (an eighth of the memory, at most 2 GiB - 1,
   the largest value ``mallopt``'s ``int`` takes): blocks below it live in the heap, and the heap's free top is
   given back to the OS only when it grows past it.  So the process keeps at most that much free memory at the top
-  of the heap; larger blocks are still mapped and unmapped, as before.
-* glibc before 2.35 rejects mmap thresholds above 32 MiB (``HEAP_MAX_SIZE / 2``; bug 27801 removed the limit for
-  ``mallopt`` and the tunable alike, which share ``do_set_mmap_threshold``), so there ``M_MMAP_MAX = 0`` is set
-  instead: the main heap serves every size (thread arenas still fall back to ``mmap`` for blocks above their
-  64 MiB heaps).
+  of the heap; larger blocks are still mapped and unmapped, as before.  Both thresholds are needed: the mmap
+  threshold alone still faults 64 % as often (the free top is trimmed after each forward), a trim threshold with
+  the 32 MiB mmap threshold 62 %.
+* glibc before 2.35 rejects mmap thresholds above 32 MiB (``HEAP_MAX_SIZE / 2``; glibc bug 27801 removed the limit
+  for ``mallopt`` and ``GLIBC_TUNABLES`` alike, which share ``do_set_mmap_threshold``), so there ``M_MMAP_MAX = 0``
+  is set instead: the main heap serves every size (thread arenas still fall back to ``mmap`` for blocks above
+  their 64 MiB heaps, and the main heap when ``brk`` fails).
 
 :func:`tune` runs once, when :mod:`p3d.models` is first imported (``p3d.create_model`` imports it), so the CLI and
 library users alike get it.  It does nothing when
