@@ -10,9 +10,9 @@ threshold (128 KiB by default).  The fix keeps such blocks in the heap (``mallop
 * ``M_MMAP_THRESHOLD`` = ``M_TRIM_THRESHOLD`` = :func:`keep_bytes` (an eighth of the memory, at most 2 GiB - 1,
   the largest value ``mallopt``'s ``int`` takes): blocks below it live in the heap, and the heap's free top is
   given back to the OS only when it grows past it.  So the process keeps at most that much free memory at the top
-  of the heap; larger blocks are still mapped and unmapped, as before.  Both thresholds are needed: the mmap
-  threshold alone still faults 64 % as often (the free top is trimmed after each forward), a trim threshold with
-  the 32 MiB mmap threshold 62 %.
+  of the heap; larger blocks are still mapped and unmapped, as before.  Both thresholds are needed (P3D-63
+  forward, batch 8): the mmap threshold alone still leaves 57 % of the page faults (the free top is trimmed after
+  each forward), a trim threshold with the 32 MiB mmap threshold 62 %.
 * glibc before 2.35 rejects mmap thresholds above 32 MiB (``HEAP_MAX_SIZE / 2``; glibc bug 27801 removed the limit
   for ``mallopt`` and ``GLIBC_TUNABLES`` alike, which share ``do_set_mmap_threshold``), so there ``M_MMAP_MAX = 0``
   is set instead: the main heap serves every size (thread arenas still fall back to ``mmap`` for blocks above
