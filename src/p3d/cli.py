@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 # name -> (module, one-line help)
@@ -43,29 +42,7 @@ def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-# glibc serves allocations above its mmap threshold (at most 32 MiB by default) with fresh mmaps, so every large
-# activation is page-faulted and zeroed again on each forward: up to 2x slower (BENCHMARKS.md, "Models").  These
-# tunables keep such blocks in the heap; glibc reads them only at start-up, hence the one re-exec.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
-
-
-def _reexec_with_malloc_tunables() -> None:
-    """Re-run this command once with ``GLIBC_TUNABLES`` set, unless the user set it, preloads an allocator
-    (tcmalloc/jemalloc), or opts out with ``P3D_NO_MALLOC_TUNE=1``."""
-    env = os.environ
-    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in env or "LD_PRELOAD" in env:
-        return
-    if env.get("P3D_NO_MALLOC_TUNE") or not getattr(sys, "orig_argv", None):
-        return
-    try:
-        os.execve(sys.executable, sys.orig_argv, {**env, "GLIBC_TUNABLES": MALLOC_TUNABLES})
-    except OSError:
-        pass  # run as is
-
-
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the console script / python -m p3d, not a library call
-        _reexec_with_malloc_tunables()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser(command)

@@ -35,6 +35,7 @@ from p3d.engine.distributed import ShardedSampler, all_gather_objects
 from p3d.engine.inference import for_inference, iter_video_outputs
 from p3d.engine.metrics import multi_hot, topk_hits
 from p3d.fileio import atomic_write_text
+from p3d.malloc import release_memory
 
 __all__ = ["EvalResult", "evaluate_videos", "score_videos", "metrics_from_scores", "write_predictions"]
 
@@ -212,6 +213,7 @@ def evaluate_videos(
     good = sorted(v for v, r in merged.items() if r["valid"])
     failed = {ds.samples[v].path: merged[v]["error"] for v in sorted(merged) if not merged[v]["valid"]}
     k = len(classes)
+    release_memory()
     return EvalResult(
         classes=classes,
         video_ids=[ds.samples[v].video_id for v in good],

@@ -42,6 +42,7 @@ from p3d.engine.config import DEFAULT_MODEL, TrainConfig, save_config
 from p3d.engine.distributed import DistInfo, ShardedSampler, all_gather_objects, init_distributed
 from p3d.engine.inference import autocast
 from p3d.fileio import atomic_write_text
+from p3d.malloc import release_memory
 
 __all__ = ["DivergenceError", "TrainResult", "Trainer", "build_model", "build_samples_for"]
 
@@ -546,6 +547,7 @@ class Trainer:
         finally:
             bar.close()
             metrics.close()
+            release_memory()
         seconds = time.perf_counter() - t_start
         self._check_ranks_in_sync()
         if self.dist.is_main and status == "completed":

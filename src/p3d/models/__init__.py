@@ -1,5 +1,9 @@
-"""Models: the P3D blocks and trunk, the frame-level 2D ResNet and C3D baselines, the registry, 2D→P3D init."""
+"""Models: the P3D blocks and trunk, the frame-level 2D ResNet and C3D baselines, the registry, 2D→P3D init.
 
+Importing this package tunes glibc malloc for the models' large activations (:func:`p3d.malloc.tune`).
+"""
+
+from p3d import malloc as _malloc
 from p3d.models.blocks import P3DA, P3DB, P3DC, Bottleneck, Bottleneck2D, SpatialConv, TemporalConv
 from p3d.models.c3d import C3D
 from p3d.models.config import PretrainedCfg
@@ -41,3 +45,5 @@ __all__ = [
     "load_2d_resnet",
     "read_state_dict",
 ]
+
+_malloc.tune()

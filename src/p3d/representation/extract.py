@@ -35,6 +35,7 @@ from p3d.data.transforms import to_model_input
 from p3d.data.video import normalize_id
 from p3d.engine.inference import autocast, for_inference, iter_video_outputs
 from p3d.fileio import sha256_file
+from p3d.malloc import release_memory
 from p3d.representation.store import FeatureWriter
 from p3d.spec import InputSpec
 
@@ -240,6 +241,7 @@ def extract_features(
         writer.close()
         bar.close()
         stats.seconds = time.perf_counter() - t0
+        release_memory()
     return stats
 
 
