@@ -1,0 +1,1 @@
+"""Video representations: extraction, feature stores, encoders of local descriptors."""
