@@ -158,6 +158,7 @@ class _Projection:
     def __init__(self, mean: np.ndarray, matrix: np.ndarray) -> None:
         self.mean = np.asarray(mean, np.float64)
         self.matrix = np.asarray(matrix, np.float64)
+        self._mean32, self._matrix32 = self.mean.astype(np.float32), self.matrix.astype(np.float32)
 
     @classmethod
     def fit(cls, x: np.ndarray, dim: int, whiten: bool, seed: int) -> _Projection:
@@ -175,7 +176,10 @@ class _Projection:
         return cls(pca.mean_, matrix)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) @ self.matrix.T
+        """``(n, D) -> (n, P)`` float64; float32 input is projected in float32 (2x faster, errors ~1e-6)."""
+        if x.dtype == np.float32:
+            return ((x - self._mean32) @ self._matrix32.T).astype(np.float64)
+        return (np.asarray(x, np.float64) - self.mean) @ self.matrix.T
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,8 +350,8 @@ def load_encoder(path: str | os.PathLike[str], device: str | None = None) -> Loc
     if kind not in ENCODERS:
         raise ValueError(f"{path}: unknown encoder class {kind!r}; known: {sorted(ENCODERS)}")
     cls = ENCODERS[kind]
-    if cls is FVVAEEncoder and device is not None:
-        config["device"] = device
+    if cls is FVVAEEncoder:  # where it was trained is no concern of where it runs
+        config["device"] = device or "cpu"
     try:
         enc = cls(**config)
     except (TypeError, ValueError) as e:
@@ -504,8 +508,8 @@ class FisherVectorEncoder(LocalEncoder):
         return q / q.sum(1, keepdims=True)
 
     def _encode_batch(self, sets: list[np.ndarray]) -> np.ndarray:
-        x = np.concatenate(sets).astype(np.float64, copy=False)
-        y = self.pca(x) if self.pca is not None else x
+        x = np.concatenate(sets)
+        y = self.pca(x) if self.pca is not None else x.astype(np.float64)
         q = self.posteriors(y)
         sigma = np.sqrt(self.variances)
         out = np.empty((len(sets), self.dim))
@@ -637,8 +641,8 @@ class VLADEncoder(LocalEncoder):
         return d2.argmin(1)
 
     def _encode_batch(self, sets: list[np.ndarray]) -> np.ndarray:
-        x = np.concatenate(sets).astype(np.float64, copy=False)
-        y = self.pca(x) if self.pca is not None else x
+        x = np.concatenate(sets)
+        y = self.pca(x) if self.pca is not None else x.astype(np.float64)
         nearest = self.assign(y)
         k = len(self.codebook)
         out = np.empty((len(sets), k, self.codebook.shape[1]))
