@@ -104,7 +104,8 @@ def main() -> None:
     p.add_argument("--sample", type=int, default=50_000, help="descriptors the encoders are fitted on")
     p.add_argument("--components", type=int, default=64)
     p.add_argument("--pca", type=int, default=256)
-    p.add_argument("--gmm-iter", type=int, default=100)
+    p.add_argument("--gmm-iter", type=int, default=100, help="EM iterations at most (sklearn GaussianMixture)")
+    p.add_argument("--kmeans-iter", type=int, default=300, help="k-means iterations at most (sklearn KMeans)")
     p.add_argument("--vae-steps", type=int, default=100, help="unsupervised steps timed (then extrapolated)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", nargs="*", default=None, help="run only these encoder rows (by name)")
@@ -121,8 +122,8 @@ def main() -> None:
     rows = {
         f"FV K={k} PCA {pca}": lambda: FisherVectorEncoder(k, pca_dim=pca, max_iter=args.gmm_iter),
         f"FV K={k} no PCA": lambda: FisherVectorEncoder(k, max_iter=args.gmm_iter),
-        f"VLAD K={k} PCA {pca}": lambda: VLADEncoder(k, pca_dim=pca),
-        f"VLAD K={k} no PCA": lambda: VLADEncoder(k),
+        f"VLAD K={k} PCA {pca}": lambda: VLADEncoder(k, pca_dim=pca, max_iter=args.kmeans_iter),
+        f"VLAD K={k} no PCA": lambda: VLADEncoder(k, max_iter=args.kmeans_iter),
         "FV-VAE latent 256": lambda: FVVAEEncoder(latent=256, steps=args.vae_steps, device=args.device),
         "FV-VAE latent 64": lambda: FVVAEEncoder(latent=64, steps=args.vae_steps, device=args.device),
     }

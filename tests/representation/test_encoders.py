@@ -257,6 +257,8 @@ def test_fv_vae_end_to_end_stage_lowers_the_classification_loss():
         _tiny_vae().fit(sets, labels[:-1])
     with pytest.raises(ValueError, match="one \\(n_i, D\\) array per video"):
         _tiny_vae().fit(np.concatenate(sets), labels)
+    with pytest.raises(ValueError, match=r"sample\[1\]: expected \(n >= 1, 6\) descriptors, got \(0, 6\)"):
+        _tiny_vae(steps=1, finetune_steps=1, sets_per_batch=2).fit([np.ones((3, 6)), np.zeros((0, 6))], [0, 1])
     with pytest.raises(ValueError, match="without labels"):
         _tiny_vae(steps=5).fit(np.concatenate(sets)).class_scores(sets[0])
 

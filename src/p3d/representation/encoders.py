@@ -681,8 +681,10 @@ class FVVAEEncoder(LocalEncoder):
 
     trained on the variational lower bound (reconstruction ``-log p(x|z)`` + KL regulariser), with dropout 0.5
     on the encoder's input ("xt_dropout").  With labels, a classifier on the sampled latent code of every
-    descriptor, max-pooled over the video's descriptors ("scoremap" -> global max "score" -> softmax loss), is
-    added and everything is trained end to end: ``loss = (rec + KL) / D + cls_weight * CE``.
+    descriptor, max-pooled over the video's descriptors ("scoremap" -> global max "score" -> softmax loss; the
+    prototxt pools one frame's 50 descriptors, here the ``descriptors_per_set`` drawn from a video), is added and
+    everything is trained end to end: ``loss = (rec + KL) / D + cls_weight * CE``.  The classifier sits on the
+    latent codes, not on the encoding: that is how the released prototxt trains.
 
     Encoding (paper Eq. 11, the released ``extract_fv_vae_frame_sequence.m``): the gradient of the log-likelihood
     ``log p(x_i | z_i)`` at ``z_i = mu_z(x_i)`` with respect to the decoder's parameters ``W`` and ``b``::
@@ -712,7 +714,8 @@ class FVVAEEncoder(LocalEncoder):
             unnormalised sum, here the other terms are per descriptor and dimension).
         sigma_floor: lower bound of ``s_x`` (and ``s_z``), relative to the unit-RMS input.
         device: torch device for training and encoding ("cpu", "cuda", ...).
-        seed: seeds initialisation, batches, dropout and sampling (same seed, same device: same encoder).
+        seed: seeds initialisation, batches, dropout and sampling (same seed on the CPU: the same encoder, bit for
+            bit; on CUDA up to the non-determinism of some kernels).
     """
 
     kind = "fv-vae"
@@ -918,6 +921,8 @@ class FVVAEEncoder(LocalEncoder):
                 parts, owner = [], []
                 for j, v in enumerate(pick):
                     s = np.asarray(sample[int(v)], np.float32)
+                    if s.ndim != 2 or s.shape[1] != d or len(s) == 0:
+                        raise ValueError(f"sample[{int(v)}]: expected (n >= 1, {d}) descriptors, got {s.shape}")
                     if len(s) > self.descriptors_per_set:
                         s = s[np.sort(rng.choice(len(s), self.descriptors_per_set, replace=False))]
                     parts.append(s)
