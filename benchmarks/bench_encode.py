@@ -10,7 +10,8 @@ the script
 * fits it on a sample of ``--sample`` descriptors (seconds; FV-VAE: ``--vae-steps`` unsupervised steps of 512
   descriptors, reported per step: the default is 2000 steps, plus 1000 end-to-end steps with labels),
 * encodes ``--videos`` resident videos with ``encode_many`` (fed by a generator), ``--repeats`` times: median
-  videos/s; then once more for memory: the peak of Python allocations (tracemalloc: NumPy's) and the peak RSS
+  videos/s of wall time and per CPU-second of this process (all its threads; less sensitive to other jobs on a
+  shared machine); then once more for memory: the peak of Python allocations (tracemalloc: NumPy's) and the peak RSS
   growth (sampled every 2 ms: includes torch's buffers), both including the ``(videos, E)`` output, and
 * projects the encoding time and the encodings' size for UCF101 (13,320 videos).
 
@@ -134,28 +135,31 @@ def main() -> None:
           f"of {args.dim}-d; fit sample {args.sample}")  # fmt: skip
 
     videos = [data.draw(per_video, seed=100 + v) for v in range(args.videos)]  # resident: time encoding only
-    speeds = []
+    speeds, cpu_speeds = [], []
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for v in videos:
             v.mean(0)
         speeds.append(args.videos / (time.perf_counter() - t0))
-    results = [{"encoder": "mean pooling", "dim": args.dim, "fit_s": 0.0, "videos_per_s": statistics.median(speeds)}]
+        cpu_speeds.append(args.videos / max(time.process_time() - c0, 1e-9))
+    results = [{"encoder": "mean pooling", "dim": args.dim, "fit_s": 0.0, "videos_per_s": statistics.median(speeds),
+                "videos_per_cpu_s": statistics.median(cpu_speeds)}]  # fmt: skip
 
     for name, make in rows.items():
         enc = make()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         enc.fit(sample)
         fit_s = time.perf_counter() - t0
-        extra = {}
+        extra = {"fit_cpu_s": time.process_time() - c0}
         if isinstance(enc, FVVAEEncoder):
             extra["fit_s_per_step"] = fit_s / max(args.vae_steps, 1)
         enc.encode_many(videos[:2])  # warm-up
-        speeds = []
+        speeds, cpu_speeds = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = enc.encode_many(iter(videos))  # a generator: nothing is pre-allocated from a length
             speeds.append(args.videos / (time.perf_counter() - t0))
+            cpu_speeds.append(args.videos / (time.process_time() - c0))
             del out
         tracemalloc.start()  # one more run for memory (tracemalloc slows allocation a little)
         with RSSPeak() as rss:
@@ -170,6 +174,7 @@ def main() -> None:
             "fit_s": fit_s,
             "videos_per_s": statistics.median(speeds),
             "videos_per_s_all": speeds,
+            "videos_per_cpu_s": statistics.median(cpu_speeds),
             "tracemalloc_peak_mib": py_peak / 2**20,
             "rss_peak_mib": rss.peak / 2**20,
             "output_mib": args.videos * enc.dim * 4 / 2**20,
@@ -179,11 +184,12 @@ def main() -> None:
         print(json.dumps(row))
 
     print()
-    print("| encoder | E | fit (s) | videos/s | peak NumPy (tracemalloc) | peak RSS growth | UCF101 encode "
-          "| UCF101 encodings (float32) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| encoder | E | fit (s) | videos/s | videos/CPU-s | peak NumPy (tracemalloc) | peak RSS growth "
+          "| UCF101 encode (wall) | UCF101 encode (CPU) | UCF101 encodings (float32) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         hours = UCF101_VIDEOS / r["videos_per_s"] / 3600
+        cpu_hours = UCF101_VIDEOS / r["videos_per_cpu_s"] / 3600
         size = UCF101_VIDEOS * r["dim"] * 4 / 2**30
         fit = f"{r['fit_s']:.1f}"
         if "fit_s_per_step" in r:
@@ -193,8 +199,8 @@ def main() -> None:
             if "rss_peak_mib" in r
             else ("-", "-")
         )
-        print(f"| {r['encoder']} | {r['dim']:,} | {fit} | {r['videos_per_s']:.1f} | {mem[0]} | {mem[1]} "
-              f"| {hours:.2f} h | {size:.1f} GiB |")  # fmt: skip
+        print(f"| {r['encoder']} | {r['dim']:,} | {fit} | {r['videos_per_s']:.1f} | {r['videos_per_cpu_s']:.1f} "
+              f"| {mem[0]} | {mem[1]} | {hours:.2f} h | {cpu_hours:.2f} CPU-h | {size:.1f} GiB |")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "cpu": cpu_model(), "results": results}, f, indent=1)
