@@ -91,8 +91,8 @@ def test_ground_truth_error_not_worse_than_opencv(pairs, torch_flow, opencv_flow
 
 def test_batch_equals_pairs_one_at_a_time(pairs, torch_flow):
     f0, f1 = pairs["f0"].float(), pairs["f1"].float()
-    singles = torch.cat([tvl1(f0[i : i + 1], f1[i : i + 1]) for i in range(len(CASES))])
-    torch.testing.assert_close(singles, torch_flow, rtol=0, atol=1e-4)
+    for i in (0, 3, 6):  # a translation, a rotation and a zoom, one at a time
+        torch.testing.assert_close(tvl1(f0[i : i + 1], f1[i : i + 1]), torch_flow[i : i + 1], rtol=0, atol=1e-4)
     # The host checks that drop converged pairs from the working batch do not change the result either.
     torch.testing.assert_close(tvl1(f0, f1, sync_every=7), torch_flow, rtol=0, atol=1e-4)
 

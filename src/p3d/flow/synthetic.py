@@ -6,10 +6,15 @@ of frame 0 to its position in frame 1; frame 0 samples the texture ``f`` at the 
 ``f(T^-1(p))``, and the ground-truth flow at pixel ``p`` of frame 0 is ``T(p) - p`` — the convention of the engines
 (``frame0[y, x] ≈ frame1[y + flow_y, x + flow_x]``).  Frames are rounded to uint8 grey, as decoded video would be.
 
+:func:`moving_scene` renders a longer colour clip closer to real footage: a panning, zooming textured background
+and an independently moving textured disc in front of it (motion boundaries, occlusions), with the ground truth
+of every consecutive pair and a mask of the pixels where it is defined.
+
 Public API::
 
     MOTIONS = ("translate", "rotate", "zoom")
     motion_pair(kind, size, magnitude, rng) -> MotionPair(frame0, frame1, flow, valid)
+    moving_scene(size, num_frames, rng) -> Scene(frames, flow, valid)
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MOTIONS", "MotionPair", "motion_pair", "texture"]
+__all__ = ["MOTIONS", "MotionPair", "Scene", "motion_pair", "moving_scene", "texture"]
 
 MOTIONS = ("translate", "rotate", "zoom")
 
@@ -100,3 +105,77 @@ def motion_pair(
     flow = np.stack([tx - xs, ty - ys]).astype(np.float32)
     valid = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
     return MotionPair(frame0, frame1, flow, valid)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """``frames``: ``(T, H, W, 3)`` uint8 RGB; ``flow``: ``(T-1, 2, H, W)`` float32 ground truth from frame ``t``
+    to ``t + 1``; ``valid``: ``(T-1, H, W)`` bool, pixels visible in both frames and away from the object's edge.
+    """
+
+    frames: np.ndarray
+    flow: np.ndarray
+    valid: np.ndarray
+
+
+def moving_scene(
+    size: tuple[int, int],
+    num_frames: int,
+    rng: np.random.Generator,
+    pan: tuple[float, float] = (2.5, -1.0),
+    zoom: float = 0.01,
+    velocity: tuple[float, float] = (-4.0, 2.5),
+) -> Scene:
+    """A camera panning by ``pan`` px/frame and zooming by ``1 + zoom`` per frame about the frame centre over a
+    textured background, and a textured disc (radius 0.19 of the height) moving by ``velocity`` px/frame.
+
+    The disc's edge is anti-aliased over one pixel; pixels within 2 px of it, background pixels that the disc
+    covers in the next frame and pixels whose destination leaves the frame are not ``valid``.
+    """
+    h, w = size
+    bg = [texture(rng) for _ in range(3)]
+    fg = [texture(rng) for _ in range(3)]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    c = np.array([(w - 1) / 2.0, (h - 1) / 2.0])
+    radius = 0.19 * h
+    start = c + rng.uniform(-0.1, 0.1, 2) * (w, h) - np.array(velocity) * (num_frames - 1) / 2.0
+
+    def camera_inverse(t: int) -> tuple[np.ndarray, np.ndarray]:
+        """World position of each pixel of frame ``t``: ``(p - c - t pan) / (1 + zoom)^t + c``."""
+        z = (1.0 + zoom) ** t
+        return (xs - c[0] - t * pan[0]) / z + c[0], (ys - c[1] - t * pan[1]) / z + c[1]
+
+    def disc(t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Offsets from the disc centre in frame ``t`` and the distance to it."""
+        ox, oy = xs - (start[0] + t * velocity[0]), ys - (start[1] + t * velocity[1])
+        return ox, oy, np.hypot(ox, oy)
+
+    frames = np.empty((num_frames, h, w, 3), np.uint8)
+    for t in range(num_frames):
+        wx, wy = camera_inverse(t)
+        ox, oy, dist = disc(t)
+        alpha = np.clip(radius + 0.5 - dist, 0.0, 1.0)[..., None]
+        back = np.stack([f(wx, wy) for f in bg], axis=-1)
+        front = np.stack([f(ox, oy) for f in fg], axis=-1)
+        frames[t] = np.round(back * (1 - alpha) + front * alpha).astype(np.uint8)
+    flows = np.empty((num_frames - 1, 2, h, w), np.float32)
+    valid = np.empty((num_frames - 1, h, w), bool)
+    for t in range(num_frames - 1):
+        wx, wy = camera_inverse(t)
+        z = (1.0 + zoom) ** (t + 1)
+        bx = (wx - c[0]) * z + c[0] + (t + 1) * pan[0] - xs
+        by = (wy - c[1]) * z + c[1] + (t + 1) * pan[1] - ys
+        _, _, dist = disc(t)
+        inside = dist < radius
+        fx = np.where(inside, velocity[0], bx)
+        fy = np.where(inside, velocity[1], by)
+        # Destination of each pixel, and whether the disc covers it in frame t + 1.
+        _, _, dist_next = disc(t + 1)
+        dest_x, dest_y = xs + fx, ys + fy
+        ix = np.clip(np.round(dest_x).astype(int), 0, w - 1)
+        iy = np.clip(np.round(dest_y).astype(int), 0, h - 1)
+        covered = ~inside & (dist_next[iy, ix] < radius + 2.0)
+        in_frame = (dest_x >= 0) & (dest_x <= w - 1) & (dest_y >= 0) & (dest_y <= h - 1)
+        flows[t] = np.stack([fx, fy])
+        valid[t] = in_frame & ~covered & (np.abs(dist - radius) > 2.0)
+    return Scene(frames, flows, valid)

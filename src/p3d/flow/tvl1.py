@@ -215,24 +215,30 @@ def median_network(n: int) -> tuple[tuple[int, int, bool, bool], ...]:
     return tuple(reversed(steps))
 
 
-def _select_median(padded: torch.Tensor, u: torch.Tensor, active: torch.Tensor, ksize: int) -> torch.Tensor:
+# The selection networks _select_median unrolls (precomputed: a constant for torch.compile).
+_MEDIAN_NETWORKS = {k: median_network(k * k) for k in (3, 5)}
+
+
+def _select_median(padded: torch.Tensor, u: torch.Tensor, active: torch.Tensor | None, ksize: int) -> torch.Tensor:
     """Median of each ``ksize``×``ksize`` window of ``padded`` ``(N, 2, H + k - 1, W + k - 1)``, written into the
-    flow channels of ``u`` ``(N, C, H, W)`` for the ``active`` pairs.  Returns the new ``u``.
+    flow channels of ``u`` ``(N, C, H, W)`` for the ``active`` pairs (all when ``None``).  Returns the new ``u``.
     """
     h, w = u.shape[-2:]
     wires = [padded[..., dy : dy + h, dx : dx + w] for dy in range(ksize) for dx in range(ksize)]
-    for i, j, write_min, write_max in median_network(ksize * ksize):
+    for i, j, write_min, write_max in _MEDIAN_NETWORKS[ksize]:
         lo = torch.minimum(wires[i], wires[j]) if write_min else None
         if write_max:
             wires[j] = torch.maximum(wires[i], wires[j])
         if lo is not None:
             wires[i] = lo
-    filtered = torch.where(active.view(-1, 1, 1, 1), wires[ksize * ksize // 2], u[:, :2])
+    filtered = wires[ksize * ksize // 2]
+    if active is not None:
+        filtered = torch.where(active.view(-1, 1, 1, 1), filtered, u[:, :2])
     return torch.cat([filtered, u[:, 2:]], dim=1)
 
 
 def _median_filter(
-    u: torch.Tensor, active: torch.Tensor, ksize: int, select: Callable[..., torch.Tensor] = _select_median
+    u: torch.Tensor, active: torch.Tensor | None, ksize: int, select: Callable[..., torch.Tensor] = _select_median
 ) -> torch.Tensor:
     """``ksize``×``ksize`` median of the flow channels ``u[:, :2]`` ``(N, C, H, W)`` of the ``active`` pairs, with
     replicated borders as ``cv::medianBlur`` on float images (``medianBlur_SortNet``).  Returns the new ``u``.
@@ -252,21 +258,28 @@ def _iterate(
     px: torch.Tensor,
     py: torch.Tensor,
     a: torch.Tensor,
-    grad: torch.Tensor,
     rho_c: torch.Tensor,
-    active: torch.Tensor,
+    active: torch.Tensor | None,
+    scaled_eps: torch.Tensor,
     l_t: float,
     theta: float,
     taut: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One inner iteration of ``procOneScale`` for every pair; pairs with ``active`` False are left unchanged.
 
-    ``u, px, py, a``: ``(N, C, H, W)`` flow channels, dual variables (x and y components) and the data-term
-    coefficients ``(I1wx, I1wy[, gamma])``; ``grad, rho_c``: ``(N, 1, H, W)``; ``active``: ``(N,)`` bool.
-    Returns the new ``u, px, py`` and ``error`` ``(N,)`` = ``Σ |u_new - u|²`` (``estimateU``).
+    ``u, px, py``: ``(N, C, H, W)`` flow channels (``u1, u2[, u3]``) and the x and y components of their dual
+    variables; ``a``: ``(N, C, H, W)`` the data term's coefficients ``(I1wx, I1wy[, gamma])``; ``rho_c``:
+    ``(N, 1, H, W)`` constant part of the linearised residual; ``active``: ``(N,)`` bool or ``None`` (all);
+    ``scaled_eps``: 0-d threshold of the squared change.  Returns the new ``u, px, py`` and which pairs go on
+    iterating: active and ``error > scaled_eps``, ``error = Σ |u_new - u|²`` (``estimateU``).
     """
-    # estimateV: the thresholding operator TH of Zach et al., Eq. (11) ("d" = coefficient times (I1wx, I1wy, γ)).
-    rho = rho_c + (a * u).sum(dim=1, keepdim=True)
+    # estimateV: the thresholding operator TH of Zach et al. (Eq. 11); |∇I1w|² excludes gamma, as in OpenCV.
+    # Channel sums are written out: a reduction over the channel axis would split the compiled kernel.
+    grad = a[:, 0:1] * a[:, 0:1] + a[:, 1:2] * a[:, 1:2]
+    dot = a[:, 0:1] * u[:, 0:1] + a[:, 1:2] * u[:, 1:2]
+    if u.shape[1] == 3:
+        dot = dot + a[:, 2:3] * u[:, 2:3]
+    rho = rho_c + dot
     lg = l_t * grad
     coef = torch.where(
         rho < -lg,
@@ -277,36 +290,37 @@ def _iterate(
     # divergence (backward differences, p[-1] = 0) and estimateU.
     div = px - F.pad(px[..., :-1], (1, 0)) + py - F.pad(py[..., :-1, :], (0, 0, 1, 0))
     u_new = v + theta * div
-    error = (u_new - u).square().sum(dim=(1, 2, 3))
+    going_on = (u_new - u).square().sum(dim=(1, 2, 3)) > scaled_eps
     # forwardGradient (last column / row 0) and estimateDualVariables.
     ux = F.pad(u_new[..., 1:] - u_new[..., :-1], (0, 1))
     uy = F.pad(u_new[..., 1:, :] - u_new[..., :-1, :], (0, 0, 0, 1))
     ng = 1.0 + taut * torch.sqrt(ux * ux + uy * uy)
     px_new = (px + taut * ux) / ng
     py_new = (py + taut * uy) / ng
+    if active is None:
+        return u_new, px_new, py_new, going_on
     keep = active.view(-1, 1, 1, 1)
     return (
         torch.where(keep, u_new, u),
         torch.where(keep, px_new, px),
         torch.where(keep, py_new, py),
-        error,
+        going_on & active,
     )
 
 
 def _linearise(
     i1_stack: torch.Tensor, i0: torch.Tensor, u: torch.Tensor, gamma: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Warp ``(I1, I1x, I1y)`` ``(N, 3, H, W)`` by ``u`` and linearise the data term around it (``calcGradRho``).
 
-    Returns ``a`` ``(N, C, H, W)`` = ``(I1wx, I1wy[, gamma])``, ``grad`` = ``I1wx² + I1wy²`` and
-    ``rho_c`` = ``I1w - I1wx u1 - I1wy u2 - I0``, both ``(N, 1, H, W)``.
+    Returns ``a`` ``(N, C, H, W)`` = ``(I1wx, I1wy[, gamma])`` and ``rho_c = I1w - I1wx u1 - I1wy u2 - I0``
+    ``(N, 1, H, W)``.
     """
     warped = _warp_bicubic(i1_stack, u[:, :2])
     i1w, i1wx, i1wy = warped[:, 0:1], warped[:, 1:2], warped[:, 2:3]
-    grad = i1wx * i1wx + i1wy * i1wy
     rho_c = i1w - i1wx * u[:, 0:1] - i1wy * u[:, 1:2] - i0[:, None]
     coefficients = [i1wx, i1wy] + ([torch.full_like(i1wx, gamma)] if u.shape[1] == 3 else [])
-    return torch.cat(coefficients, dim=1), grad, rho_c
+    return torch.cat(coefficients, dim=1), rho_c
 
 
 class _Kernels(NamedTuple):
@@ -342,28 +356,35 @@ def _solve_level(
     kernels: _Kernels,
     sync_every: int,
 ) -> torch.Tensor:
-    """``procOneScale``: refine ``u`` ``(N, C, H, W)`` on one pyramid level of ``i0, i1`` ``(N, H, W)``; returns it."""
+    """``procOneScale``: refine ``u`` ``(N, C, H, W)`` on one pyramid level of ``i0, i1`` ``(N, H, W)``; returns it.
+
+    Per warp, the pairs still iterating form a working set; every ``sync_every`` iterations (a host
+    synchronisation) the converged ones are written back into the full tensors and dropped from it.  In between,
+    the kernels mask them (with ``sync_every == 1`` every pair in the working set is active: no masks at all).
+    """
     n, c, h, w = u.shape
-    scaled_eps = params.epsilon * params.epsilon * h * w
+    # OpenCV's scaledEpsilon, a float; the threshold passed as a tensor so that compiled kernels serve every level.
+    scaled_eps = torch.tensor(params.epsilon * params.epsilon * h * w, dtype=torch.float32, device=u.device)
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
+    constants = (l_t, params.theta, taut)
     i1x, i1y = _centred_gradient(i1)
     i1_stack = torch.stack([i1, i1x, i1y], dim=1)
     px = torch.zeros_like(u)
     py = torch.zeros_like(u)
     for _ in range(params.warps):
-        a, grad, rho_c = _linearise(i1_stack, i0, u, params.gamma)
-        # The working set: the pairs still iterating in this warp (their indices in the batch) and their state.
-        idx = torch.arange(n, device=u.device)
-        ws = [u, px, py, a, grad, rho_c]
+        a, rho_c = _linearise(i1_stack, i0, u, params.gamma)
+        idx = torch.arange(n, device=u.device)  # batch index of each pair of the working set
+        ws = [u, px, py, a, rho_c]  # the working set's state
         active = torch.ones(n, dtype=torch.bool, device=u.device)
         since_sync = 0
         for _outer in range(params.outer_iterations):
+            mask = active if sync_every > 1 else None
             if params.median_filtering > 1:
-                ws[0] = _median_filter(ws[0], active, params.median_filtering, kernels.select_median)
+                ws[0] = _median_filter(ws[0], mask, params.median_filtering, kernels.select_median)
             for _inner in range(params.inner_iterations):
-                ws[0], ws[1], ws[2], error = kernels.iterate(*ws, active, l_t, params.theta, taut)
-                active = active & (error > scaled_eps)
+                mask = active if sync_every > 1 else None
+                ws[0], ws[1], ws[2], active = kernels.iterate(*ws, mask, scaled_eps, *constants)
                 since_sync += 1
                 if since_sync >= sync_every:
                     since_sync = 0
