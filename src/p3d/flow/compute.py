@@ -34,7 +34,7 @@ def compute_flow(
     frames: np.ndarray | torch.Tensor,
     engine: str = "tvl1",
     params: TVL1Params | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
     compile: bool = False,
 ) -> torch.Tensor:
@@ -45,16 +45,19 @@ def compute_flow(
     accepted as is), so both engines see the same input.
 
     ``engine="tvl1"``: the PyTorch engine on ``device`` (default CPU), ``batch_size`` pairs at a time (the result
-    does not depend on it), ``compile=True`` to fuse the inner loops with ``torch.compile`` (a one-off compilation
-    per process, several times faster afterwards on CPU).  ``engine="opencv"``: OpenCV's
+    does not depend on it; default 1 on CPU, where one pair's state stays in cache, 64 on a GPU), ``compile=True``
+    to fuse the inner loops with ``torch.compile`` (a one-off compilation per process, several times faster
+    afterwards; see ``benchmarks/bench_flow.py``).  ``engine="opencv"``: OpenCV's
     ``DualTVL1OpticalFlow`` pair by pair on the CPU (needs ``pip install "p3d[flow]"``).  Both return the flow on
     ``device``.
     """
     if engine not in ENGINES:
         raise ValueError(f"compute_flow: engine must be one of {ENGINES}, got {engine!r}")
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if batch_size is None:
+        batch_size = 1 if device.type == "cpu" else 64
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"compute_flow: batch_size must be a positive integer, got {batch_size!r}")
-    device = torch.device(device) if device is not None else torch.device("cpu")
     grey = _grey_frames(frames)
     params = params or TVL1Params()
     if engine == "opencv":

@@ -12,8 +12,8 @@ engines agree to float rounding.  The OpenCV details this module reproduces:
 * **Between levels** the flow is resized (``INTER_LINEAR``, scale = size ratio) to the finer level and multiplied
   by ``1 / scale_step``; the coarsest level starts from zero flow.
 * **Warping** (``remap`` with ``INTER_CUBIC``, ``BORDER_CONSTANT`` 0): bicubic convolution with ``A = -0.75``,
-  taps outside the image read 0.  ``I1`` and its
-  centred gradient are warped, then ``grad = |∇I1w|²`` and ``rho_c = I1w - ∇I1w·u0 - I0``.
+  taps outside the image read 0 (``grid_sample``'s bicubic mode with zero padding is the same operation).  ``I1``
+  and its centred gradient are warped, then ``grad = |∇I1w|²`` and ``rho_c = I1w - ∇I1w·u0 - I0``.
 * **Gradients.** ``∇I1``: central differences ``(I[x+1] - I[x-1]) / 2`` with replicated borders.  ``∇u``: forward
   differences, 0 on the last column/row.  ``div p``: backward differences with ``p[-1] = 0``.
 * **Iterations** per warp: outer loop (at most ``outer_iterations``) = 5×5 median filter of ``(u1, u2)``
@@ -24,10 +24,14 @@ engines agree to float rounding.  The OpenCV details this module reproduces:
 * **gamma** (``!= 0``) adds OpenCV's third flow channel ``u3`` (illumination term): ``rho += γ u3``, ``u3`` is
   regularised like ``u1, u2`` but neither median-filtered nor rescaled between levels and not returned.
 
-Batching: every pair keeps its own convergence state; a pair whose error falls below the threshold is frozen
-(masked) for the rest of the warp, exactly where OpenCV would leave its loops, so a batch returns what the pairs
-computed one at a time return (up to float rounding).  Converged pairs are dropped from the working batch at
-host synchronisation points (every iteration on CPU, every ``sync_every`` iterations elsewhere).
+Batching: every pair keeps its own convergence state; a pair whose error falls below the threshold stops for the
+rest of the warp, exactly where OpenCV would leave its loops, so a batch returns what the pairs computed one at a
+time return (up to float rounding).  Converged pairs are dropped from the working batch at host synchronisation
+points (every iteration on CPU, every ``sync_every`` iterations elsewhere, masked in between).
+
+Speed: ``compile=True`` fuses the median filter and the iteration with ``torch.compile`` (a one-off compilation
+per process, cached on disk by inductor).  On CPU small batches are fastest (the state of one 320×240 pair, ~6 MB,
+stays in cache; a batch of 8 does not); on a GPU, large batches.
 
 Public API::
 
@@ -344,6 +348,10 @@ def _kernels(compile: bool) -> _Kernels:
     if not compile:
         return _EAGER
     if _compiled is None:
+        # Batch 1 vs larger batches, levels below/above inductor's 4096-element reduction threshold, gamma on/off and
+        # masked/unmasked calls each make a variant of a kernel: allow more than dynamo's default 8 per function
+        # (beyond the limit, fullgraph=True would fail instead of falling back).
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _compiled = _Kernels(*(torch.compile(f, dynamic=True, fullgraph=True) for f in _EAGER))
     return _compiled
 
@@ -442,15 +450,17 @@ def tvl1(
     y (row) displacement in pixels, so that ``frames0[i][y, x] ≈ frames1[i][y + flow_y, x + flow_x]``.  Every pair
     is solved independently (own convergence), so batching does not change the result.
 
-    ``compile=True`` runs the inner iteration through ``torch.compile`` (one fused kernel; compiling takes tens of
-    seconds once per process).  ``sync_every``: inner iterations between the host checks that drop converged pairs
-    from the working batch (default 1 on CPU, 10 on other devices, where a check stalls the queue); the result does
-    not depend on it.
+    ``compile=True`` runs the median filter and the inner iteration through ``torch.compile`` (fused kernels;
+    compiling takes from tens of seconds to two minutes once per process, less with inductor's on-disk cache).
+    ``sync_every``: inner iterations between the host checks that drop converged pairs from the working batch
+    (default 1 on CPU, 10 on other devices, where a check stalls the queue); the result does not depend on it.
     """
     _check_frames(frames0, frames1)
     params = params or TVL1Params()
     if sync_every is None:
         sync_every = 1 if frames0.device.type == "cpu" else 10
+    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"tvl1: sync_every must be a positive integer, got {sync_every!r}")
     n, h, w = frames0.shape
     device = frames0.device
     channels = 3 if params.gamma != 0 else 2
