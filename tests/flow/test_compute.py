@@ -28,7 +28,7 @@ def test_consecutive_pairs_and_batching(clip):
     flow = compute_flow(clip, params=FAST, batch_size=2)
     assert flow.shape == (3, 2, 40, 48) and flow.dtype == torch.float32 and flow.device.type == "cpu"
     grey = torch.from_numpy(rgb_to_grey(clip)).float()
-    for t in range(3):  # flow[t] is the flow from frame t to frame t + 1, on the grey frames
+    for t in (0, 2):  # flow[t] is the flow from frame t to frame t + 1 (2: the last, partial batch)
         torch.testing.assert_close(flow[t : t + 1], tvl1(grey[t : t + 1], grey[t + 1 : t + 2], FAST), rtol=0, atol=1e-4)
     torch.testing.assert_close(compute_flow(clip, params=FAST, batch_size=3), flow, rtol=0, atol=1e-4)
     inner = (slice(None), slice(6, -6), slice(6, -6))
