@@ -75,18 +75,24 @@ def accuracy(args: argparse.Namespace, device: torch.device, scene: tuple) -> li
     size = (args.height, args.width)
     rows = []
     pairs = [motion_pair(kind, size, m, rng) for kind, m in GT_CASES for _ in range(args.gt_pairs)]
-    kinds = [kind for kind, _ in GT_CASES for _ in range(args.gt_pairs)]
+    cases = [case for case in GT_CASES for _ in range(args.gt_pairs)]
     f0 = torch.tensor(np.stack([p.frame0 for p in pairs]))
     f1 = torch.tensor(np.stack([p.frame1 for p in pairs]))
     gt = torch.tensor(np.stack([p.flow for p in pairs]))
     valid = torch.tensor(np.stack([p.valid for p in pairs]))
     ours = run_torch(f0.to(device).float(), f1.to(device).float(), args.accuracy_batch, args.compile_accuracy, device)
     ref = opencv_tvl1(f0, f1) if args.opencv else None
-    for kind in ("translate", "rotate", "zoom", "all"):
-        sel = torch.tensor([kind in (k, "all") for k in kinds])
+    units = {"translate": "px", "rotate": "deg", "zoom": "scale"}
+    for case in GT_CASES + [None]:
+        sel = torch.tensor([case in (c, None) for c in cases])
+        if case is None:
+            name = f"(a) all {int(sel.sum())} pairs"
+        else:
+            kind, m = case
+            name = f"(a) {kind} {1 + m if kind == 'zoom' else m} {units[kind]}"
         rows.append(
             (
-                f"(a) {kind}" + (f" ({int(sel.sum())} pairs)" if kind == "all" else ""),
+                name,
                 epe(ours[sel], ref[sel]) if ref is not None else float("nan"),
                 epe(ours[sel], gt[sel], valid[sel]),
                 epe(ref[sel], gt[sel], valid[sel]) if ref is not None else float("nan"),
