@@ -62,14 +62,14 @@ def opencv_tvl1(
     ``frames0, frames1``: ``(N, H, W)`` grey frames, uint8 or float with values in 0..255 (tensor or array).
     Returns ``(N, 2, H, W)`` float32 CPU tensor, channel 0 = x, channel 1 = y displacement in pixels.
     """
-    cv2 = import_cv2()
     params = params or TVL1Params()
     a = frames0.detach().cpu().numpy() if isinstance(frames0, torch.Tensor) else np.asarray(frames0)
     b = frames1.detach().cpu().numpy() if isinstance(frames1, torch.Tensor) else np.asarray(frames1)
     if a.ndim != 3 or a.shape != b.shape:
         raise ValueError(f"opencv_tvl1: expected two (N, H, W) stacks of equal shape, got {a.shape} and {b.shape}")
     if a.dtype != b.dtype or not (a.dtype == np.uint8 or np.issubdtype(a.dtype, np.floating)):
-        raise ValueError(f"opencv_tvl1: frames must both be uint8 or both float, got {a.dtype} and {b.dtype}")
+        raise ValueError(f"opencv_tvl1: frames must be both uint8 or both float, got {a.dtype} and {b.dtype}")
+    cv2 = import_cv2()
     n, h, w = a.shape
     out = np.empty((n, 2, h, w), dtype=np.float32)
     for i in range(n):
