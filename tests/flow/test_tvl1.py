@@ -267,8 +267,13 @@ def test_opencv_engine_bad_inputs(a, b, match):
 
 @pytest.mark.slow
 def test_compiled_kernels_match_eager():
-    """``compile=True`` (torch.compile of the median and the iteration) gives the eager result to float rounding."""
+    """``compile=True`` (torch.compile of the median and the iteration) gives the eager result to float rounding.
+
+    Compiling takes ~15 s to ~1 min on 2 cores (less with inductor's on-disk cache): marked slow.
+    """
     p = motion_pair("rotate", (32, 40), 3.0, np.random.default_rng(3))
     f0, f1 = torch.tensor(p.frame0)[None].float(), torch.tensor(p.frame1)[None].float()
     eager = tvl1(f0, f1)
     assert _epe(tvl1(f0, f1, compile=True), eager).item() <= 0.05
+    # the masked kernels a GPU runs between its host checks (sync_every > 1)
+    assert _epe(tvl1(f0, f1, compile=True, sync_every=5), eager).item() <= 0.05

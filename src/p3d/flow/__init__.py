@@ -8,7 +8,8 @@ images ... mean 128" (TSN ``dense_flow`` convention, bound 20 px).  This package
     flow = compute_flow(frames, engine="opencv")  # the reference engine (pip install "p3d[flow]")
 
 Modules: :mod:`p3d.flow.tvl1` (the engine), :mod:`p3d.flow.opencv` (reference), :mod:`p3d.flow.images` (grey
-conversion, quantisation, flip), :mod:`p3d.flow.compute` (the entry point).  Depends on torch and numpy only;
+conversion, quantisation, flip), :mod:`p3d.flow.compute` (the entry point), :mod:`p3d.flow.synthetic` (frames with
+exactly known motion, for tests and benchmarks).  Depends on torch and numpy only;
 ``cv2`` is imported when the OpenCV engine is used.
 """
 

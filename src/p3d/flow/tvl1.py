@@ -139,7 +139,7 @@ def _linear_taps(
     w1 = torch.where(low | high, torch.zeros_like(w1), w1)
     i0 = i0.clamp(0, n_in - 1)
     i1 = (i0 + 1).clamp(max=n_in - 1)
-    return i0.to(device), i1.to(device), w1.to(device=device, dtype=torch.float32)
+    return i0.to(device), i1.to(device), w1.to(torch.float32).to(device)  # float64 stays on the CPU
 
 
 def _resize_linear(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float] | None = None) -> torch.Tensor:
