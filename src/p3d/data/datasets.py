@@ -50,8 +50,10 @@ from p3d.data.sampling import (
     sample_test_clips,
     sample_train_clip,
 )
+from p3d.data.flowclips import flow_frame_indices
 from p3d.data.transforms import ClipTransform, hflip, hflip_frames
-from p3d.data.video import VIDEO_EXTENSIONS, VideoReader, list_videos, normalize_id
+from p3d.data.sources import list_sources, open_source, scan_frame_folder, source_modalities, source_stem
+from p3d.data.video import FLOW_SUFFIX, VIDEO_EXTENSIONS, VideoReader, normalize_id
 from p3d.errors import VideoReadError
 from p3d.spec import InputSpec
 
@@ -136,12 +138,16 @@ def _lines(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _resolve(root: Path, rel: str) -> Path:
-    """``root/rel``; if absent, the same stem with another video extension (e.g. after ``p3d prepare``)."""
+    """``root/rel``; if absent, the same stem with another video extension (e.g. after ``p3d prepare``), as a flow
+    file (``<stem>.flow.mkv``, after ``p3d flow``) or as a frame folder (``<stem>/``, TSN/MMAction2 frames)."""
     p = root / rel
     if p.exists():
         return p
     for ext in (".mp4", *VIDEO_EXTENSIONS):
         q = p.with_suffix(ext)
+        if q.exists():
+            return q
+    for q in (p.with_name(p.stem + FLOW_SUFFIX), p.with_suffix("")):
         if q.exists():
             return q
     return p
@@ -219,8 +225,8 @@ _YTID_TRIMMED = re.compile(r"^(?P<id>[A-Za-z0-9_-]{11})_(?P<start>\d{6})_(?P<end
 def _index_files(root: Path, strip_prefix: str = "") -> dict[str, tuple[Path, bool]]:
     """Map video id -> (path, already trimmed) for every video file under ``root``."""
     out: dict[str, tuple[Path, bool]] = {}
-    for p in list_videos(root):
-        stem = p.stem
+    for p in list_sources(root):
+        stem = source_stem(p)
         m = _YTID_TRIMMED.match(stem)
         if m:
             out.setdefault(m["id"], (p, True))
@@ -358,12 +364,13 @@ def parse_sports1m(
 
 
 def parse_folder(root: str | os.PathLike[str]) -> SampleList:
-    """``root/<class>/**/<video>``: one class per sub-folder (sorted names -> indices 0..)."""
+    """``root/<class>/**/<video>``: one class per sub-folder (sorted names -> indices 0..).  A video may be a flow
+    file or a frame folder (:func:`p3d.data.sources.list_sources`)."""
     rootp = Path(root)
     if not rootp.is_dir():
         raise FileNotFoundError(f"{rootp}: dataset folder not found")
     classes = sorted(d.name for d in rootp.iterdir() if d.is_dir() and not d.name.startswith("."))
-    samples = [Sample(str(p), (i,), p.stem) for i, c in enumerate(classes) for p in list_videos(rootp / c)]
+    samples = [Sample(str(p), (i,), source_stem(p)) for i, c in enumerate(classes) for p in list_sources(rootp / c)]
     if not samples:
         raise ValueError(f"{rootp}: no videos found in class sub-folders")
     return SampleList(samples, classes)
@@ -421,7 +428,7 @@ def parse_manifest(
             else:
                 raise ValueError(f"{mpath}: label {lab!r} of {rel} is not one of the {len(names)} classes")
         p = Path(rel) if Path(rel).is_absolute() else base / rel
-        samples.append(Sample(str(p), tuple(idx), vid or Path(rel).stem, start, end))
+        samples.append(Sample(str(p), tuple(idx), vid or source_stem(rel), start, end))
     multilabel = any(len(s.labels) > 1 for s in samples)
     return SampleList(samples, names, multilabel=multilabel)
 
@@ -491,9 +498,11 @@ def build_samples(
 
 
 def samples_from_path(path: str | os.PathLike[str]) -> SampleList:
-    """A folder, a video file or a list file as samples.
+    """A folder, a video file or a list file as samples.  A video may also be a flow file or a frame folder
+    (:mod:`p3d.data.sources`).
 
     * a folder with class sub-folders holding videos: labelled by folder (:func:`parse_folder`);
+    * a frame folder (``img_00001.jpg`` / ``flow_x_00001.jpg`` ...): that one video, unlabelled;
     * any other folder: every video under it, unlabelled;
     * a video file (by its extension, or any file that is not text): that one video, unlabelled;
     * a ``.csv``/``.tsv`` manifest: :func:`parse_manifest`;
@@ -502,19 +511,21 @@ def samples_from_path(path: str | os.PathLike[str]) -> SampleList:
     """
     p = Path(path)
     if p.is_dir():
+        if scan_frame_folder(p).modalities:
+            return SampleList([Sample(str(p), (), p.name)], [])
         subdirs = [d for d in p.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        loose = [v for v in list_videos(p) if v.parent == p]
-        if subdirs and not loose and all(list_videos(d) for d in subdirs):
+        videos = list_sources(p)
+        loose = [v for v in videos if v.parent == p]
+        if subdirs and not loose and all(list_sources(d) for d in subdirs):
             return parse_folder(p)
-        videos = list_videos(p)
         if not videos:
             raise ValueError(f"{p}: no video files found")
-        return SampleList([Sample(str(v), (), v.stem) for v in videos], [])
+        return SampleList([Sample(str(v), (), source_stem(v)) for v in videos], [])
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such folder or list file")
     if p.suffix.lower() in (".csv", ".tsv"):
         return parse_manifest(p)
-    single = SampleList([Sample(str(p), (), p.stem)], [])
+    single = SampleList([Sample(str(p), (), source_stem(p))], [])
     if p.suffix.lower() in VIDEO_EXTENSIONS:
         return single
     try:
@@ -539,7 +550,7 @@ def samples_from_path(path: str | os.PathLike[str]) -> SampleList:
     samples = []
     for v, t in rows:
         lab = () if t is None else ((int(t),) if numeric else (names.index(t),))
-        samples.append(Sample(str(v), lab, v.stem))
+        samples.append(Sample(str(v), lab, source_stem(v)))
     return SampleList(samples, names)
 
 
@@ -577,6 +588,27 @@ def _segment_frames(reader: VideoReader, sample: Sample) -> tuple[int, int]:
     return reader.frame_range(sample.start, sample.end)
 
 
+def input_modality(spec: InputSpec) -> str:
+    """What a model of ``spec`` reads: ``"flow"`` for two-channel optical flow (``XY``), else ``"rgb"``."""
+    return "flow" if spec.channel_order == "XY" else "rgb"
+
+
+def _check_first_source(samples: Sequence[Sample], modality: str, what: str) -> None:
+    """Fail fast when the first sample (if it exists) cannot serve ``modality`` at all: a whole list of RGB videos
+    given to a flow model, or flow given to an RGB model, is a setup error, not a run of unreadable videos."""
+    if not samples:
+        return
+    path = samples[0].path
+    have = source_modalities(path)
+    if have and modality not in have:
+        if modality == "flow":
+            raise ValueError(
+                f"{path}: an RGB video, but {what} reads optical flow: compute it with `p3d flow` (or, in test, "
+                f"extract and predict, from the frames with --flow-from-rgb)"
+            )
+        raise ValueError(f"{path}: optical flow, but {what} reads RGB frames (an RGB model given a flow root?)")
+
+
 def target(s: Sample, num_classes: int, multilabel: bool) -> int | torch.Tensor:
     """The training target of ``s``: its class number, or a ``(num_classes,)`` multi-hot float vector for
     multi-label lists (-1 for an unlabelled single-label sample)."""
@@ -600,7 +632,8 @@ class ClipDataset(Dataset):
 
     ``clip`` is ``(C, T, H, W)`` float32 as ``spec`` expects (``T = spec.clip_len`` frames every
     ``spec.frame_stride``; random crop, plus a random horizontal flip unless ``flip=False``, e.g. for classes
-    that a mirror would swap, such as left/right motion).  ``label`` is an int (multi-hot ``(num_classes,)`` float
+    that a mirror would swap, such as left/right motion).  A flow ``spec`` (``XY``) reads stored flow — flow files
+    or flow frame folders (:mod:`p3d.data.sources`) — and its flip also negates x.  ``label`` is an int (multi-hot ``(num_classes,)`` float
     for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
     :meth:`set_epoch` each epoch.  A failing file is logged, counted and replaced by another random sample
     (up to ``max_retries`` draws; then ``RuntimeError``).
@@ -623,6 +656,8 @@ class ClipDataset(Dataset):
         if not self.samples:
             raise ValueError("ClipDataset needs at least one sample")
         self.spec = spec
+        self.modality = input_modality(spec)
+        _check_first_source(self.samples, self.modality, "the model")
         self.transform = ClipTransform(spec, train=True, flip=flip)
         self.seed = int(seed)
         self.epoch = 0
@@ -645,7 +680,7 @@ class ClipDataset(Dataset):
 
     def load_clip(self, s: Sample, rng: np.random.Generator) -> torch.Tensor:
         """One random clip of ``s``: ``(C, T, H, W)`` float32.  Raises VideoReadError."""
-        with VideoReader(s.path, threads=self.threads) as r:
+        with open_source(s.path, self.modality, threads=self.threads) as r:
             a, b = _segment_frames(r, s)
             idx = sample_train_clip(b - a, self.spec.clip_len, self.spec.frame_stride, rng, self.short_policy)
             frames = r.get_frames(offset_to_segment(idx, (a, b)), size=self.transform.decode_size)
@@ -676,8 +711,13 @@ class VideoClipsDataset(Dataset):
     ``flat=False``: item = one video, ``clips`` ``(num_clips, C, T, H, W)`` (with ``flip``: followed by their
     horizontal mirrors, ``2·num_clips`` rows; see :func:`p3d.data.transforms.hflip_frames`).  ``flat=True``: item
     = one clip, index ``video * num_clips + k``, ``clips`` ``(C, T, H, W)``.  ``raw=True``: clips stay uint8
-    frames ``(..., T, H, W, 3)`` (resized and centre-cropped), to be normalised on the model's device with
-    :func:`p3d.data.transforms.to_model_input` — what the test and extraction pipelines do.  Items are dicts
+    frames ``(..., T, H, W, 3)`` (flow: ``(..., T, H, W, 2)`` images; resized and centre-cropped), to be normalised
+    on the model's device with :func:`p3d.data.transforms.to_model_input` — what the test and extraction pipelines
+    do.  A flow ``spec`` (``XY``) reads stored flow, or, with ``flow_from_rgb=True``, the RGB frames each flow field
+    needs: ``(..., 2T, H', W', 3)`` uint8 at ``spec.resize``, uncropped, frames ``2t`` and ``2t + 1`` the pair of
+    field ``t`` (:func:`p3d.data.flowclips.flow_frame_indices`), turned into the flow clip on the model's device
+    by :class:`p3d.data.flowclips.FlowFromRGB`.  Clips are sampled over the ``n - 1`` flow fields of an
+    ``n``-frame video either way, so both give the same fields.  Items are dicts
     ``{clips, label, video_index, clip_index, video_id, valid, error}``; a video that cannot be read gives zero
     clips with ``valid=False`` and the reason in ``error`` (logged; ``num_failed`` counts them across workers) —
     one bad file never stops a run.  Decoding all clips of a video at once (``flat=False``) is cheaper than one clip
@@ -695,12 +735,22 @@ class VideoClipsDataset(Dataset):
         raw: bool = False,
         short_policy: str = "loop",
         threads: int = 1,
+        flow_from_rgb: bool = False,
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
         if flip and flat:
             raise ValueError("flip (mirrored copies of every clip) needs flat=False")
+        self.modality = input_modality(spec)
+        if flow_from_rgb:
+            if self.modality != "flow":
+                raise ValueError("flow_from_rgb needs a flow input spec (channel_order 'XY')")
+            if not raw or flip:
+                raise ValueError("flow_from_rgb needs raw=True and flip=False (flow is computed, and mirrored, on the "
+                                 "model's device)")  # fmt: skip
+        self.flow_from_rgb = flow_from_rgb
         self.samples, self.num_classes, self.multilabel = _as_samples(samples)
+        _check_first_source(self.samples, self.read_modality, "flow_from_rgb" if flow_from_rgb else "the model")
         self.spec = spec
         self.transform = ClipTransform(spec, train=False)
         self.num_clips = num_clips
@@ -715,27 +765,47 @@ class VideoClipsDataset(Dataset):
         return len(self.samples) * (self.num_clips if self.flat else 1)
 
     @property
+    def read_modality(self) -> str:
+        """What is read from the sample paths: ``"rgb"`` frames (RGB models, and flow computed from the frames) or
+        stored ``"flow"``."""
+        return "rgb" if self.flow_from_rgb else self.modality
+
+    @property
     def clip_shape(self) -> tuple[int, ...]:
-        """Shape of one clip as items hold it: ``(T, H, W, 3)`` uint8 when ``raw``, else ``(C, T, H, W)``."""
+        """Shape of one clip as items hold it: ``(T, H, W, 3)`` uint8 when ``raw`` (flow: ``(T, H, W, 2)``; flow from
+        RGB: ``(2T, H', W', 3)`` at ``spec.resize``), else ``(C, T, H, W)``."""
         (h, w), t = self.spec.size, self.spec.clip_len
-        return (t, h, w, 3) if self.raw else (self.spec.channels, t, h, w)
+        if self.flow_from_rgb:
+            return (2 * t, *self.spec.resize, 3)
+        if self.raw:
+            return (t, h, w, 2 if self.modality == "flow" else 3)
+        return (self.spec.channels, t, h, w)
 
     @property
     def num_failed(self) -> int:
         return int(self._failed.value)
 
     def clip_indices(self, reader: VideoReader, s: Sample) -> np.ndarray:
-        """``(num_clips, clip_len)`` absolute frame indices of the test clips of ``s``."""
+        """``(num_clips, clip_len)`` absolute frame indices of the test clips of ``s`` (flow from RGB: indices of
+        flow fields, the ``n - 1`` fields of the segment's frames)."""
         a, b = _segment_frames(reader, s)
+        if self.flow_from_rgb:
+            b = min(b, reader.num_frames - 1)  # field f needs frames f and f + 1
+            if b <= a:
+                raise VideoReadError(s.path, "optical flow needs at least 2 frames, the video (segment) has 1")
         idx = sample_test_clips(b - a, self.num_clips, self.spec.clip_len, self.spec.frame_stride, self.short_policy)
         return offset_to_segment(idx, (a, b))
 
     def _clips(self, s: Sample, k: int) -> torch.Tensor:
         if not os.path.exists(s.path):
             raise VideoReadError(s.path, "file not found")
-        with VideoReader(s.path, threads=self.threads) as r:
+        with open_source(s.path, self.read_modality, threads=self.threads) as r:
             idx = self.clip_indices(r, s)
+            if self.flow_from_rgb:
+                idx = flow_frame_indices(idx)
             frames = r.get_frames(idx[k] if self.flat else idx.reshape(-1), size=self.transform.decode_size)
+        if self.flow_from_rgb:  # whole frames at spec.resize: the flow is computed, then cropped, on the device
+            return torch.from_numpy(frames if self.flat else frames.reshape(self.num_clips, *self.clip_shape))
         if self.flat:
             return self._finish(frames)
         frames = frames.reshape(self.num_clips, self.spec.clip_len, *frames.shape[1:])

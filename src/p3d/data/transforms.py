@@ -10,12 +10,20 @@ Resizing is cheapest while decoding (FFmpeg's swscale does it in the RGB convers
 ``ClipTransform.decode_size`` to :meth:`VideoReader.get_frames`; frames of another size are resized here
 with the same scaler.  Cropping and flipping work on uint8 before the float conversion.
 
+Optical flow clips (``channel_order == "XY"``) are ``(T, H, W, 2)`` uint8 flow images, x then y (the quantised
+images of :mod:`p3d.flow.images`, 128 = no motion).  They are resized, cropped and flipped as frames are, the
+TSN convention the released flow model was trained with: each image is resized with the same bilinear scaler
+(the stored values, displacements in pixels of the size the flow was computed at, are not rescaled), and a
+horizontal flip mirrors both images and replaces x by ``255 - x`` (:func:`p3d.flow.flip_flow_images`, the one
+implementation of the flow flip).
+
 Public API::
 
-    ClipTransform(spec, train)(frames (T, H, W, 3) uint8, rng) -> torch.float32 (C, T, h, w)
-    ClipTransform(spec, train).crop_flip(frames, rng) -> (T, h, w, 3) uint8
-    resize_frames(frames, (H, W)) -> (T, H, W, 3) uint8
-    normalize(frames (T, H, W, 3) uint8, spec) -> torch.float32 (C, T, H, W)
+    ClipTransform(spec, train)(frames (T, H, W, 3|2) uint8, rng) -> torch.float32 (C, T, h, w)
+    ClipTransform(spec, train).crop_flip(frames, rng) -> (T, h, w, 3|2) uint8
+    resize_frames(frames, (H, W)) -> (T, H, W, 3|2) uint8
+    normalize(frames (T, H, W, 3|2) uint8, spec) -> torch.float32 (C, T, H, W)
+    hflip_frames(frames (..., T, H, W, C) uint8 tensor or array, spec) -> mirrored (flow: x -> 255 - x)
     to_model_input(frames uint8 (..., T, H, W, 3) tensor on any device, spec) -> float (..., C, T, H, W)
 """
 
@@ -26,26 +34,34 @@ import numpy as np
 import torch
 
 from p3d.data.sampling import as_generator
+from p3d.flow.images import flip_flow_images
 from p3d.spec import InputSpec
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int], interpolation: str = "BILINEAR") -> np.ndarray:
-    """Resize ``(T, H, W, 3)`` uint8 RGB frames to ``size=(H', W')`` with FFmpeg's swscale."""
+    """Resize ``(T, H, W, 3)`` uint8 RGB frames (or ``(T, H, W, 2)`` flow images, one plane at a time) to
+    ``size=(H', W')`` with FFmpeg's swscale."""
     _check_frames(frames)
     h, w = size
     if frames.shape[1:3] == (h, w):
         return frames
-    out = np.empty((frames.shape[0], h, w, 3), dtype=np.uint8)
+    c = frames.shape[-1]
+    out = np.empty((frames.shape[0], h, w, c), dtype=np.uint8)
     for t, img in enumerate(frames):
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-        out[t] = vf.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+        if c == 3:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            out[t] = vf.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+            continue
+        for k in range(c):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[..., k]), format="gray")
+            out[t, ..., k] = vf.reformat(width=w, height=h, interpolation=interpolation).to_ndarray()
     return out
 
 
 def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] not in (2, 3):
         shape = getattr(frames, "shape", type(frames).__name__)
-        raise ValueError(f"expected frames as a (T, H, W, 3) uint8 array, got {shape}")
+        raise ValueError(f"expected frames as a (T, H, W, 3) uint8 array (flow: (T, H, W, 2)), got {shape}")
     if frames.dtype != np.uint8:
         raise ValueError(f"expected uint8 frames, got dtype {frames.dtype}")
 
@@ -84,6 +100,8 @@ def to_model_input(frames: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """
     if frames.dtype != torch.uint8 or frames.dim() < 4 or frames.shape[-1] not in (2, 3):
         raise ValueError(f"expected uint8 frames (..., T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+    if spec.channel_order != "XY" and frames.shape[-1] != 3:
+        raise ValueError(f"{spec.channel_order} input needs 3-channel frames, got {tuple(frames.shape)} (flow images?)")
     x = frames
     if spec.channel_order == "BGR":
         x = x.flip(-1)
@@ -98,18 +116,21 @@ def to_model_input(frames: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
 
 def normalize(frames: np.ndarray, spec: InputSpec) -> torch.Tensor:
-    """``(T, H, W, 3)`` uint8 RGB -> ``(C, T, H, W)`` float32 ``(reorder(x) * scale - mean) / std``."""
+    """``(T, H, W, 3)`` uint8 RGB (flow: ``(T, H, W, 2)``) -> ``(C, T, H, W)`` float32
+    ``(reorder(x) * scale - mean) / std``."""
     _check_frames(frames)
     return to_model_input(torch.from_numpy(np.ascontiguousarray(frames)), spec).contiguous()
 
 
-def hflip_frames(frames: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Horizontal mirror of uint8 frames ``(..., T, H, W, C)``; for optical flow (``channel_order == "XY"``) the
-    stored x image ``v`` also becomes ``255 - v`` (mirroring reverses horizontal motion; TSN/denseflow)."""
-    out = frames.flip(-2)
+def hflip_frames(frames: torch.Tensor | np.ndarray, spec: InputSpec) -> torch.Tensor | np.ndarray:
+    """Horizontal mirror of uint8 frames ``(..., T, H, W, C)`` (a tensor or an array; a new one of the same kind);
+    for optical flow (``channel_order == "XY"``) the stored x image ``v`` also becomes ``255 - v`` (mirroring
+    reverses horizontal motion; TSN/denseflow): :func:`p3d.flow.flip_flow_images`."""
     if spec.channel_order == "XY":
-        out[..., 0] = 255 - out[..., 0]
-    return out
+        return flip_flow_images(frames, channel_axis=-1)
+    if isinstance(frames, np.ndarray):
+        return np.ascontiguousarray(frames[..., ::-1, :])
+    return frames.flip(-2)
 
 
 def hflip(clips: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -128,9 +149,11 @@ def hflip(clips: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
 
 class ClipTransform:
-    """uint8 RGB frames ``(T, H, W, 3)`` -> normalised clip ``(C, T, h, w)`` float32 for ``spec``.
+    """uint8 RGB frames ``(T, H, W, 3)`` (flow: ``(T, H, W, 2)`` images) -> normalised clip ``(C, T, h, w)``
+    float32 for ``spec``.
 
-    ``train=True``: resize to ``spec.resize``, random crop ``spec.size``, random horizontal flip (p=0.5).
+    ``train=True``: resize to ``spec.resize``, random crop ``spec.size``, random horizontal flip (p=0.5; for flow
+    also ``x -> 255 - x``, :func:`hflip_frames`).
     ``train=False``: resize to ``spec.resize``, centre crop ``spec.size``.  The randomness comes from the
     ``rng`` passed to each call (a ``numpy.random.Generator`` or an int seed).
     """
@@ -148,7 +171,7 @@ class ClipTransform:
         return tuple(self.spec.resize)  # type: ignore[return-value]
 
     def crop_flip(self, frames: np.ndarray, rng: np.random.Generator | int | None = None) -> np.ndarray:
-        """Resize (if needed), crop and flip: ``(T, H, W, 3)`` uint8 -> ``(T, h, w, 3)`` uint8."""
+        """Resize (if needed), crop and flip: ``(T, H, W, C)`` uint8 -> ``(T, h, w, C)`` uint8."""
         _check_frames(frames)
         frames = resize_frames(frames, self.decode_size)
         if not self.train:
@@ -156,7 +179,7 @@ class ClipTransform:
         gen = as_generator(rng)
         frames = random_crop(frames, self.spec.size, gen)
         if self.flip and gen.random() < 0.5:
-            frames = frames[:, :, ::-1]
+            frames = hflip_frames(frames, self.spec)
         return frames
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator | int | None = None) -> torch.Tensor:

@@ -45,8 +45,12 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 
 
+# Flow files written by ``p3d flow`` (:mod:`p3d.data.flowfile`): ``<video id>.flow.mkv``.
+FLOW_SUFFIX = ".flow.mkv"
+
+
 def normalize_id(s: str) -> str:
-    """Canonical video id: POSIX separators, no leading ``./``, video extension removed.
+    """Canonical video id: POSIX separators, no leading ``./``, video extension (or ``.flow.mkv``) removed.
 
     ``p3d extract`` names videos this way (path relative to the input folder), so ids in split lists written
     as ``ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi`` match the features of that file.
@@ -55,6 +59,8 @@ def normalize_id(s: str) -> str:
     while s.startswith("./"):
         s = s[2:]
     low = s.lower()
+    if low.endswith(FLOW_SUFFIX):
+        return s[: -len(FLOW_SUFFIX)]
     for ext in VIDEO_EXTENSIONS:
         if low.endswith(ext):
             return s[: -len(ext)]

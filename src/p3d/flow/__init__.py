@@ -13,7 +13,7 @@ exactly known motion, for tests and benchmarks).  Depends on torch and numpy onl
 ``cv2`` is imported when the OpenCV engine is used.
 """
 
-from p3d.flow.compute import ENGINES, compute_flow
+from p3d.flow.compute import ENGINES, compute_flow, pairs_flow
 from p3d.flow.images import FLOW_BOUND, dequantize_flow, flip_flow_images, quantize_flow, rgb_to_grey
 from p3d.flow.opencv import opencv_tvl1
 from p3d.flow.tvl1 import TVL1Params, tvl1
@@ -26,6 +26,7 @@ __all__ = [
     "dequantize_flow",
     "flip_flow_images",
     "opencv_tvl1",
+    "pairs_flow",
     "quantize_flow",
     "rgb_to_grey",
     "tvl1",

@@ -9,7 +9,7 @@ from p3d.flow.images import rgb_to_grey
 from p3d.flow.opencv import opencv_tvl1
 from p3d.flow.tvl1 import TVL1Params, tvl1
 
-__all__ = ["ENGINES", "compute_flow"]
+__all__ = ["ENGINES", "compute_flow", "pairs_flow"]
 
 ENGINES = ("tvl1", "opencv")
 
@@ -63,9 +63,29 @@ def compute_flow(
     if engine == "opencv":
         return opencv_tvl1(grey[:-1].cpu(), grey[1:].cpu(), params).to(device)
     grey = grey.to(device=device, dtype=torch.float32)
-    pairs = grey.shape[0] - 1
-    parts = []
-    for start in range(0, pairs, batch_size):
-        end = min(start + batch_size, pairs)
-        parts.append(tvl1(grey[start:end], grey[start + 1 : end + 1], params, compile=compile))
+    return pairs_flow(grey[:-1], grey[1:], params, batch_size=batch_size, compile=compile)
+
+
+def pairs_flow(
+    frames0: torch.Tensor,
+    frames1: torch.Tensor,
+    params: TVL1Params | None = None,
+    batch_size: int | None = None,
+    compile: bool = False,
+) -> torch.Tensor:
+    """TV-L1 flow of the pairs ``(frames0[i], frames1[i])``: ``(N, H, W)`` grey (float, 0..255) -> ``(N, 2, H, W)``,
+    ``batch_size`` pairs per :func:`p3d.flow.tvl1` call (default 1 on CPU, 64 elsewhere, as :func:`compute_flow`),
+    on the frames' device."""
+    if frames0.shape != frames1.shape or frames0.dim() != 3:
+        raise ValueError(f"pairs_flow: expected two (N, H, W) stacks of equal shape, got {tuple(frames0.shape)} and "
+                         f"{tuple(frames1.shape)}")  # fmt: skip
+    if batch_size is None:
+        batch_size = 1 if frames0.device.type == "cpu" else 64
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"pairs_flow: batch_size must be a positive integer, got {batch_size!r}")
+    n = frames0.shape[0]
+    parts = [
+        tvl1(frames0[s : s + batch_size], frames1[s : s + batch_size], params, compile=compile)
+        for s in range(0, n, batch_size)
+    ]
     return torch.cat(parts)
