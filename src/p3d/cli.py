@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "list-models": ("p3d.commands.list_models", "list the model registry"),
     "check-data": ("p3d.commands.check_data", "scan a dataset: unreadable/too-short videos, statistics, clean list"),
     "prepare": ("p3d.commands.prepare", "re-encode a dataset folder (training size, short GOP) for fast loading"),
+    "flow": ("p3d.commands.flow", "TV-L1 optical flow of a dataset into lossless .flow.mkv files (resumable)"),
     "convert": ("p3d.commands.convert", "convert the authors' Caffe models or the PyTorch port's checkpoints"),
     "export": ("p3d.commands.export", "export a model to ONNX / TorchScript / torch.export with a parity check"),
     "svm": ("p3d.commands.svm", "linear-SVM evaluation of extracted video features (splits, k-fold, LOO)"),

@@ -291,3 +291,69 @@ def model_from_source(args: argparse.Namespace):
                 )
             args.weights = args.source
     return model_from_args(args)
+
+
+def tvl1_params(options: list[str]):
+    """``--tvl1 KEY=VALUE`` values as :class:`p3d.flow.TVL1Params` (None: OpenCV's defaults); e.g. ``nscales=3``
+    for a cheaper, coarser flow.  A bad key or value is one line naming it."""
+    if not options:
+        return None
+    from dataclasses import fields
+
+    from p3d.flow import TVL1Params
+
+    known = {f.name: f.type for f in fields(TVL1Params)}
+    kw: dict[str, Any] = {}
+    for kv in options:
+        key, sep, value = kv.partition("=")
+        key = key.strip().replace("-", "_")
+        key = "lambda_" if key == "lambda" else key
+        if not sep or key not in known:
+            raise ValueError(f"--tvl1 expects KEY=VALUE with KEY one of {', '.join(sorted(known))}, got {kv!r}")
+        try:
+            kw[key] = int(value) if key in ("nscales", "warps", "inner_iterations", "outer_iterations",
+                                            "median_filtering") else float(value)  # fmt: skip
+        except ValueError:
+            raise ValueError(f"--tvl1 {kv!r}: {value!r} is not a number of the right kind") from None
+    return TVL1Params(**kw)
+
+
+def add_flow_arguments(p: argparse.ArgumentParser, *, on_the_fly: bool = True) -> None:
+    """How optical flow is computed: ``--tvl1 KEY=VALUE`` (``p3d flow`` and on-the-fly flow) and, for the commands
+    that run a flow model on RGB videos, ``--flow-from-rgb``, ``--flow-bound``, ``--flow-batch``."""
+    g = p.add_argument_group("optical flow")
+    if on_the_fly:
+        g.add_argument(
+            "--flow-from-rgb",
+            action="store_true",
+            help="the flow model reads RGB videos: TV-L1 flow is computed from the decoded frames (at the model's "
+            "resize, then centre-cropped) on --device, batched; without it a flow model reads `p3d flow` files",
+        )
+        g.add_argument("--flow-bound", type=float, default=20.0, help="flow quantisation bound in pixels (20)")
+        g.add_argument(
+            "--flow-batch", type=int, default=None, help="frame pairs per TV-L1 call (default 1 on CPU, 64 on a GPU)"
+        )
+    g.add_argument(
+        "--tvl1",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="TV-L1 parameter (repeatable; default OpenCV's): tau, lambda, theta, nscales, warps, epsilon, "
+        "inner_iterations, outer_iterations, scale_step, gamma, median_filtering",
+    )
+
+
+def flow_from_rgb_from_args(args: argparse.Namespace):
+    """The :class:`p3d.data.flowclips.FlowFromRGB` of :func:`add_flow_arguments`, or ``False`` without
+    ``--flow-from-rgb``."""
+    if not getattr(args, "flow_from_rgb", False):
+        return False
+    from p3d.data.flowclips import FlowFromRGB
+    from p3d.flow.images import _check_bound
+
+    check_positive(flow_batch=args.flow_batch)
+    try:
+        bound = _check_bound(args.flow_bound)
+    except ValueError:
+        raise ValueError(f"--flow-bound must be a positive number of pixels, got {args.flow_bound}") from None
+    return FlowFromRGB(bound=bound, params=tvl1_params(args.tvl1), batch_size=args.flow_batch)

@@ -10,12 +10,14 @@ import argparse
 
 from p3d.commands._args import (
     add_data_arguments,
+    add_flow_arguments,
     add_input_arguments,
     add_model_arguments,
     add_runtime_arguments,
     apply_input_arguments,
     check_positive,
     describe_data,
+    flow_from_rgb_from_args,
     model_from_args,
     samples_from_args,
 )
@@ -41,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--map-pooling", choices=("max", "avg"), default="max", help="reduce conv maps (res5c, res4_last) over T,H,W"
     )
     g.add_argument("--clip-level", action="store_true", help="also store every clip's descriptor")
+    add_flow_arguments(p)
     add_runtime_arguments(p, batch_size=32)
     g = p.add_argument_group("store")
     g.add_argument("--flush-every", type=int, default=256, help="videos per written part (default 256)")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             world_size=info.world_size,
             flush_every=args.flush_every,
             progress=not args.no_progress,
+            flow_from_rgb=flow_from_rgb_from_args(args),
         )
         who = f"rank {info.rank}/{info.world_size}: " if info.distributed else ""
         print(

@@ -78,6 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--pretrained", help="P3D weights: a pretrained tag, a converted .safetensors or a p3d train checkpoint"
     )
     g.add_argument("--imagenet-2d", help="initialise from a 2D ImageNet ResNet state dict (paper Sec. 3.3)")
+    g.add_argument(
+        "--modality",
+        choices=("rgb", "flow"),
+        help="rgb frames (default) or optical flow (2 input channels: flow files from `p3d flow`, or x/y flow "
+        "image folders); a 2D ImageNet init averages conv1's RGB filters for flow (cross-modality init)",
+    )
     g.add_argument("--pattern", help="P3D block pattern: ABC (default), A, B, C")
     g.add_argument("--width", type=int, help="channels of conv1 (default 64; e.g. 8 for a tiny CPU model)")
     g.add_argument(
@@ -128,6 +134,8 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, object]:
         v = getattr(args, flag, None)
         if v is not None:
             out[key] = v
+    if getattr(args, "modality", None) is not None:
+        out["model.in_channels"] = 2 if args.modality == "flow" else 3
     if getattr(args, "no_freeze_bn", False):
         out["model.freeze_bn"] = False
     if getattr(args, "compile", False):

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from p3d.data.flowclips import FlowFromRGB, flow_frame_indices
 from p3d.data.sampling import (
     SHORT_POLICIES,
     clip_span,
@@ -50,9 +51,8 @@ from p3d.data.sampling import (
     sample_test_clips,
     sample_train_clip,
 )
-from p3d.data.flowclips import flow_frame_indices
-from p3d.data.transforms import ClipTransform, hflip, hflip_frames
 from p3d.data.sources import list_sources, open_source, scan_frame_folder, source_modalities, source_stem
+from p3d.data.transforms import ClipTransform, hflip, hflip_frames
 from p3d.data.video import FLOW_SUFFIX, VIDEO_EXTENSIONS, VideoReader, normalize_id
 from p3d.errors import VideoReadError
 from p3d.spec import InputSpec
@@ -735,7 +735,7 @@ class VideoClipsDataset(Dataset):
         raw: bool = False,
         short_policy: str = "loop",
         threads: int = 1,
-        flow_from_rgb: bool = False,
+        flow_from_rgb: bool | FlowFromRGB = False,
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -746,9 +746,13 @@ class VideoClipsDataset(Dataset):
             if self.modality != "flow":
                 raise ValueError("flow_from_rgb needs a flow input spec (channel_order 'XY')")
             if not raw or flip:
-                raise ValueError("flow_from_rgb needs raw=True and flip=False (flow is computed, and mirrored, on the "
-                                 "model's device)")  # fmt: skip
-        self.flow_from_rgb = flow_from_rgb
+                raise ValueError("flow_from_rgb needs raw=True and flip=False (flow is computed on the model's "
+                                 "device from the RGB frames the dataset ships)")  # fmt: skip
+        # how flow is computed from the frames, on the model's device (FlowFromRGB.model_input): None for stored input
+        self.flow: FlowFromRGB | None = (
+            (flow_from_rgb if isinstance(flow_from_rgb, FlowFromRGB) else FlowFromRGB()) if flow_from_rgb else None
+        )
+        self.flow_from_rgb = self.flow is not None
         self.samples, self.num_classes, self.multilabel = _as_samples(samples)
         _check_first_source(self.samples, self.read_modality, "flow_from_rgb" if flow_from_rgb else "the model")
         self.spec = spec
@@ -813,6 +817,13 @@ class VideoClipsDataset(Dataset):
         if not self.flip:
             return clips
         return torch.cat([clips, hflip_frames(clips, self.spec) if self.raw else hflip(clips, self.spec)])
+
+    def model_input_fn(self):
+        """The device-side step from the uint8 clips this dataset ships (``raw=True``) to the model's input:
+        :func:`~p3d.data.transforms.to_model_input`, or flow computed from RGB frame pairs (``flow_from_rgb``)."""
+        from p3d.data.flowclips import model_input_fn
+
+        return model_input_fn(self.spec, self.flow)
 
     def _finish(self, frames: np.ndarray) -> torch.Tensor:
         """One clip's decoded frames → uint8 ``(T, h, w, 3)`` (``raw``) or the normalised float clip."""

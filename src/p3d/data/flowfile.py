@@ -49,7 +49,9 @@ _FILL = 128  # the unused V plane
 def _check_images(images: np.ndarray, size: tuple[int, int] | None) -> None:
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 2:
         shape = getattr(images, "shape", type(images).__name__)
-        raise ValueError(f"flow images must be a (N, H, W, 2) uint8 array (x, y), got {shape} {getattr(images, 'dtype', '')}")
+        raise ValueError(
+            f"flow images must be a (N, H, W, 2) uint8 array (x, y), got {shape} {getattr(images, 'dtype', '')}"
+        )
     if size is not None and images.shape[1:3] != tuple(size):
         raise ValueError(f"flow images of {images.shape[1]}x{images.shape[2]}, the file holds {size[0]}x{size[1]}")
 

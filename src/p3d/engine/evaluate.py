@@ -22,7 +22,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from p3d.data.transforms import to_model_input
 from p3d.engine.distributed import ShardedSampler, all_gather_objects
 from p3d.engine.inference import for_inference, iter_video_outputs
 from p3d.engine.metrics import multi_hot, topk_hits
@@ -156,7 +154,7 @@ def score_videos(
             true[v] = set(torch.nonzero(label).flatten().tolist()) if isinstance(label, Tensor) else {int(label)}
             yield v, item["clips"], None  # (N, C, T, H, W)
 
-    prepare = partial(to_model_input, spec=dataset.spec) if getattr(dataset, "raw", False) else None
+    prepare = dataset.model_input_fn() if getattr(dataset, "raw", False) else None
     for v, outs, error in iter_video_outputs(
         videos(), lambda x: {"logits": net(x)}, batch_size=clip_batch, device=device, amp=amp, prepare=prepare
     ):
@@ -184,15 +182,18 @@ def evaluate_videos(
     world_size: int = 1,
     max_videos: int | None = None,
     progress: bool = False,
+    flow_from_rgb: Any = False,
 ) -> EvalResult:
     """Video-level test of ``model`` on ``samples`` (a :class:`~p3d.data.SampleList`), every rank's share gathered.
 
-    ``spec`` defaults to ``model.input_spec``.  Every rank returns the full result.
+    ``spec`` defaults to ``model.input_spec``.  ``flow_from_rgb`` (a flow model; ``True`` or a
+    :class:`p3d.data.flowclips.FlowFromRGB`): ``samples`` are RGB videos and the flow is computed from their frames
+    on ``device``.  Every rank returns the full result.
     """
     from p3d.data import VideoClipsDataset
 
     spec = spec if spec is not None else model.input_spec
-    ds = VideoClipsDataset(samples, spec, num_clips=num_clips, flat=False, raw=True)
+    ds = VideoClipsDataset(samples, spec, num_clips=num_clips, flat=False, raw=True, flow_from_rgb=flow_from_rgb)
     part, seconds = score_videos(
         model,
         ds,

@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from torch import Tensor, nn
 
 from p3d.data.datasets import Sample, SampleList, VideoClipsDataset, video_ids
 from p3d.data.loader import build_loader
-from p3d.data.transforms import to_model_input
 from p3d.data.video import normalize_id
 from p3d.engine.inference import autocast, for_inference, iter_video_outputs
 from p3d.fileio import sha256_file
@@ -162,6 +160,7 @@ def extract_features(
     flush_every: int = 256,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    flow_from_rgb: Any = False,
 ) -> ExtractStats:
     """Extract video descriptors of ``samples`` into the feature store ``out``; see the module docstring.
 
@@ -170,6 +169,8 @@ def extract_features(
         samples: the videos (any dataset format of :mod:`p3d.data`); ids from :func:`p3d.data.video_ids`.
         layers: names accepted by ``model.forward_layers`` (e.g. pool5, res5c, res4_last, logits, prob).
         batch_size: clips per forward pass (flipped clips count as clips).
+        flow_from_rgb: a flow model fed from RGB videos: ``True`` or a :class:`p3d.data.flowclips.FlowFromRGB`
+            (flow computed from the decoded frames on ``device``; not with ``flip``).
         rank, world_size: this process's shard is every ``world_size``-th video from ``rank`` (of the
             full list; those already in the store, written by any rank or an earlier run, are skipped).
     Returns:
@@ -200,7 +201,11 @@ def extract_features(
     if rank == 0:
         _record_missing(writer, getattr(samples, "missing", []), stats)
     spec = net.input_spec
-    ds = VideoClipsDataset([items[i] for i in mine], spec, num_clips=num_clips, flip=flip, raw=True)
+    if flow_from_rgb and flip:
+        raise ValueError("flip is not available with flow computed from RGB frames (flow_from_rgb); extract without it")
+    ds = VideoClipsDataset(
+        [items[i] for i in mine], spec, num_clips=num_clips, flip=flip, raw=True, flow_from_rgb=flow_from_rgb
+    )
     loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=2)
     from tqdm import tqdm
 
@@ -223,7 +228,7 @@ def extract_features(
             batch_size=batch_size,
             device=device,
             amp=amp,
-            prepare=partial(to_model_input, spec=spec),
+            prepare=ds.model_input_fn(),
             on_batch=counted,
         ):
             sample, vid = items[mine[slot]], ids[mine[slot]]
