@@ -541,7 +541,8 @@ def samples_from_path(path: str | os.PathLike[str]) -> SampleList:
         if len(parts) > 2:
             raise ValueError(f"{p}: line {n}: expected '<video path> [<label>]'")
         v = Path(parts[0])
-        rows.append((v if v.is_absolute() else p.parent / v, parts[1] if len(parts) == 2 else None))
+        v = _resolve(p.parent, parts[0]) if not v.is_absolute() else v  # also after `p3d prepare` / `p3d flow`
+        rows.append((v, parts[1] if len(parts) == 2 else None))
     if not rows:
         raise ValueError(f"{p}: empty video list")
     tokens = sorted({t for _, t in rows if t is not None})
@@ -633,8 +634,8 @@ class ClipDataset(Dataset):
     ``clip`` is ``(C, T, H, W)`` float32 as ``spec`` expects (``T = spec.clip_len`` frames every
     ``spec.frame_stride``; random crop, plus a random horizontal flip unless ``flip=False``, e.g. for classes
     that a mirror would swap, such as left/right motion).  A flow ``spec`` (``XY``) reads stored flow — flow files
-    or flow frame folders (:mod:`p3d.data.sources`) — and its flip also negates x.  ``label`` is an int (multi-hot ``(num_classes,)`` float
-    for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
+    or flow frame folders (:mod:`p3d.data.sources`) — and its flip also negates x.  ``label`` is an int
+    (multi-hot ``(num_classes,)`` float for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
     :meth:`set_epoch` each epoch.  A failing file is logged, counted and replaced by another random sample
     (up to ``max_retries`` draws; then ``RuntimeError``).
     """

@@ -102,7 +102,10 @@ class FlowWriter:
             raise StorageError(self.path, f"writing the flow file failed ({e})") from None
 
     def close(self) -> Path:
-        """Finish the file and move it into place; returns its path."""
+        """Finish the file and move it into place; returns its path.  A file without fields is not written."""
+        if self.count == 0:
+            self._abort()
+            raise ValueError(f"{self.path}: no flow fields were written; a flow file holds at least one")
         try:
             self._container.mux(self._stream.encode())
             self._container.close()

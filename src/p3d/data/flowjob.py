@@ -217,14 +217,15 @@ def flow_tree(
     batch_size: int | None = None,
     device: str | None = None,
     compile: bool = False,
+    chunk: int = 32,
     workers: int = 1,
     threads: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> FlowReport:
     """Flow files for every RGB source of ``src`` under ``dst`` (see the module docstring).  ``workers``
-    processes, each on ``threads`` torch threads (default: the cores shared out); finished outputs are kept unless
-    ``overwrite``."""
+    processes, each on ``threads`` torch threads (default: the cores shared out), decoding ``chunk`` frames at a
+    time; finished outputs are kept unless ``overwrite``."""
     from p3d.flow import ENGINES
     from p3d.flow.images import _check_bound
 
@@ -244,7 +245,7 @@ def flow_tree(
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
     kw = {"size": tuple(size) if size else None, "engine": engine, "bound": bound, "params": params,
-          "batch_size": batch_size, "device": device, "compile": compile, "threads": threads}  # fmt: skip
+          "batch_size": batch_size, "device": device, "compile": compile, "chunk": chunk, "threads": threads}  # fmt: skip
     todo = []
     for s, d in jobs:
         if d.exists() and not overwrite:
