@@ -635,9 +635,9 @@ class ClipDataset(Dataset):
     ``spec.frame_stride``; random crop, plus a random horizontal flip unless ``flip=False``, e.g. for classes
     that a mirror would swap, such as left/right motion).  A flow ``spec`` (``XY``) reads stored flow — flow files
     or flow frame folders (:mod:`p3d.data.sources`) — and its flip also negates x.  ``label`` is an int
-    (multi-hot ``(num_classes,)`` float for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
-    :meth:`set_epoch` each epoch.  A failing file is logged, counted and replaced by another random sample
-    (up to ``max_retries`` draws; then ``RuntimeError``).
+    (multi-hot ``(num_classes,)`` float for multi-label lists).  Randomness is a pure function of
+    ``(seed, epoch, i, attempt)``: call :meth:`set_epoch` each epoch.  A failing file is logged, counted and
+    replaced by another random sample (up to ``max_retries`` draws; then ``RuntimeError``).
     """
 
     def __init__(

@@ -244,8 +244,10 @@ def flow_tree(
         report.copied += 1
     if threads is None:
         threads = max(1, (os.cpu_count() or 1) // workers)
-    kw = {"size": tuple(size) if size else None, "engine": engine, "bound": bound, "params": params,
-          "batch_size": batch_size, "device": device, "compile": compile, "chunk": chunk, "threads": threads}  # fmt: skip
+    kw = {
+        **{"size": tuple(size) if size else None, "engine": engine, "bound": bound, "params": params},
+        **{"batch_size": batch_size, "device": device, "compile": compile, "chunk": chunk, "threads": threads},
+    }
     todo = []
     for s, d in jobs:
         if d.exists() and not overwrite:
