@@ -3,6 +3,11 @@
 W is anything the weights resolver reads (a ``p3d train`` run folder or checkpoint, a tag, a ``.safetensors``); the
 class names come from the weights when they carry them.  Exit status 1 when a video could not be read (the reason
 is printed, and is in the JSON output).
+
+A flow model (two input channels; the weights say so) reads flow files / flow frame folders, or RGB videos with
+``--flow-from-rgb`` (TV-L1 computed from the decoded frames on the model's device).  ``--flow-weights`` adds a flow
+stream to the RGB model: the fused top-k is the weighted mean of the two streams' softmax scores
+(``--fusion-weights``), each stream's own top-1 is shown beside it.
 """
 
 from __future__ import annotations
@@ -10,35 +15,109 @@ from __future__ import annotations
 import argparse
 import json
 
-from p3d.commands._args import add_model_arguments, add_runtime_arguments, check_positive, model_from_args
+from p3d.commands._args import (
+    add_flow_arguments,
+    add_model_arguments,
+    add_runtime_arguments,
+    check_positive,
+    flow_from_rgb_from_args,
+    model_from_args,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("videos", nargs="+", help="video files")
+    p.add_argument("videos", nargs="+", help="video files (flow files or frame folders for a flow model)")
     add_model_arguments(p)
     p.add_argument("--classes", default=None, help="class names, one per line (default: the weights')")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--clips", type=int, default=20, help="clips per video (paper: 20)")
+    g = p.add_argument_group("two streams (late fusion)")
+    g.add_argument("--flow-weights", default=None, help="a flow model to fuse with the RGB model --weights")
+    g.add_argument(
+        "--flow-root",
+        default=None,
+        help="folder of the videos' flow (`p3d flow` output): <video stem>.flow.mkv or a <video stem>/ flow folder",
+    )
+    g.add_argument(
+        "--fusion-weights",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("RGB", "FLOW"),
+        help="weights of the streams' softmax scores in the fused score (default 1 1)",
+    )
+    add_flow_arguments(p)
     add_runtime_arguments(p, batch_size=8)
     p.add_argument("--json", action="store_true", help="one JSON object per video instead of text")
+
+
+def _flow_path(video: str, root: str | None) -> str:
+    """Where the flow of ``video`` is: under ``root`` (``<stem>.flow.mkv`` or a ``<stem>/`` frame folder)."""
+    from pathlib import Path
+
+    from p3d.data.sources import source_stem
+    from p3d.data.video import FLOW_SUFFIX
+
+    if root is None:
+        return video
+    stem = source_stem(video)
+    for cand in (Path(root) / (stem + FLOW_SUFFIX), Path(root) / stem):
+        if cand.exists():
+            return str(cand)
+    return str(Path(root) / (stem + FLOW_SUFFIX))  # reported as not found, with the path looked for
+
+
+def _scores(model, paths: list[str], classes: list[str], args: argparse.Namespace, device) -> dict[int, dict]:
+    from pathlib import Path
+
+    from p3d.data import Sample, SampleList, VideoClipsDataset
+    from p3d.data.datasets import input_modality
+    from p3d.engine.evaluate import score_videos
+
+    flow = flow_from_rgb_from_args(args) if input_modality(model.input_spec) == "flow" else False
+    samples = SampleList([Sample(p, (), Path(p).stem) for p in paths], classes)
+    ds = VideoClipsDataset(samples, model.input_spec, num_clips=args.clips, flat=False, raw=True, flow_from_rgb=flow)
+    scores, _ = score_videos(
+        model, ds, device=device, clip_batch=args.batch_size, amp=args.amp, num_workers=args.workers
+    )
+    return scores
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import numpy as np
     import torch
 
-    from p3d.data import Sample, SampleList, VideoClipsDataset
+    from p3d.data.datasets import input_modality
     from p3d.engine.distributed import pick_device
-    from p3d.engine.evaluate import score_videos
 
     check_positive(topk=args.topk, clips=args.clips, batch_size=args.batch_size)
     if args.weights is None:
         raise ValueError("--weights is required (a run folder, checkpoint, tag or .safetensors)")
     for v in args.videos:
-        if not Path(v).is_file():
+        if not Path(v).exists():
             raise FileNotFoundError(f"{v}: video not found")
+    if args.flow_root is not None and args.flow_from_rgb:
+        raise ValueError("--flow-root and --flow-from-rgb exclude each other: stored flow, or flow from the videos")
+    w_rgb, w_flow = args.fusion_weights
+    if min(w_rgb, w_flow) < 0 or w_rgb + w_flow <= 0:
+        raise ValueError(f"--fusion-weights must be two numbers >= 0, not both 0, got {args.fusion_weights}")
     model = model_from_args(args)
+    streams = [("", model)]
+    if args.flow_weights is not None:
+        if input_modality(model.input_spec) != "rgb":
+            raise ValueError(f"{args.weights}: a flow model; give the RGB model as --weights, the flow one as "
+                             f"--flow-weights")  # fmt: skip
+        flow_model = model_from_args(args, args.flow_weights)
+        if input_modality(flow_model.input_spec) != "flow":
+            raise ValueError(f"{args.flow_weights}: an RGB model, --flow-weights takes a flow model")
+        if flow_model.num_classes != model.num_classes:
+            raise ValueError(f"{args.flow_weights}: {flow_model.num_classes} classes, {args.weights} has "
+                             f"{model.num_classes}: the streams must share one class list")  # fmt: skip
+        if not (args.flow_root or args.flow_from_rgb):
+            raise ValueError("--flow-weights: give --flow-root (the videos' `p3d flow` output) or --flow-from-rgb")
+        streams = [("rgb", model), ("flow", flow_model)]
     classes = list(model.pretrained_cfg.class_names or [])
     if args.classes:
         classes = [ln.strip() for ln in Path(args.classes).read_text().splitlines() if ln.strip()]
@@ -47,26 +126,42 @@ def run(args: argparse.Namespace) -> int:
     if model.num_classes < 1:
         raise ValueError(f"{args.weights}: the model has no classifier (num_classes 0); nothing to predict")
     device = pick_device(args.device, 0)
-    samples = SampleList([Sample(str(v), (), Path(v).stem) for v in args.videos], classes)
-    ds = VideoClipsDataset(samples, model.input_spec, num_clips=args.clips, flat=False, raw=True)
-    scores, _ = score_videos(
-        model, ds, device=device, clip_batch=args.batch_size, amp=args.amp, num_workers=args.workers
-    )
+    per_stream = {}
+    for name, m in streams:
+        paths = [_flow_path(v, args.flow_root) if name == "flow" else v for v in args.videos]
+        per_stream[name] = _scores(m, paths, classes, args, device)
+    weights = {"rgb": w_rgb, "flow": w_flow}
+
+    def top(s: np.ndarray) -> list[tuple[str, float]]:
+        t = torch.from_numpy(s).topk(min(args.topk, s.size))
+        names = [classes[j] if classes else str(j) for j in t.indices.tolist()]
+        return list(zip(names, t.values.tolist(), strict=True))
+
     status = 0
     for i, v in enumerate(args.videos):
-        r = scores[i]
-        if not r["valid"]:
+        rows = {name: per_stream[name][i] for name, _ in streams}
+        bad = {name: r["error"] for name, r in rows.items() if not r["valid"]}
+        if bad:
             status = 1
-            print(json.dumps({"video": v, "error": r["error"]}) if args.json else f"{v}: unreadable: {r['error']}")
+            error = "; ".join(f"{n} stream: {e}" if n else e for n, e in bad.items())
+            print(json.dumps({"video": v, "error": error}) if args.json else f"{v}: unreadable: {error}")
             continue
-        s = torch.from_numpy(r["scores"])
-        top = s.topk(min(args.topk, s.numel()))
-        names = [classes[j] if classes else str(j) for j in top.indices.tolist()]
-        pairs = list(zip(names, top.values.tolist(), strict=True))
+        if len(streams) == 1:
+            fused = rows[""]["scores"]
+        else:
+            fused = sum(weights[n] * rows[n]["scores"].astype(np.float64) for n in rows) / (w_rgb + w_flow)
+        pairs = top(np.asarray(fused, np.float32))
         if args.json:
-            print(json.dumps({"video": v, "top": [[n, round(float(p), 6)] for n, p in pairs]}))
+            obj = {"video": v, "top": [[n, round(float(p), 6)] for n, p in pairs]}
+            if len(streams) > 1:
+                obj["streams"] = {n: [[c, round(float(p), 6)] for c, p in top(r["scores"])] for n, r in rows.items()}
+            print(json.dumps(obj))
         else:
             print(v)
             for n, p in pairs:
                 print(f"  {p:7.4f}  {n}")
+            if len(streams) > 1:
+                for n, r in rows.items():
+                    c, p = top(r["scores"])[0]
+                    print(f"  ({n} stream alone: {c} {p:.4f})")
     return status
