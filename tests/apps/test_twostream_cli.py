@@ -110,3 +110,11 @@ def test_predict_fuses_and_extract_computes_flow_from_rgb(chain, capsys):
 
     fs = read_features(tmp / "f.npz")
     assert len(fs.ids) == 6 and fs.video["pool5"].shape[0] == 6
+    argv = ["extract", "ucf101", str(ds), "-o", str(tmp / "rgbfeats"), "--weights", str(rgb_run), "--num-clips", "2"]
+    assert main([*argv, "--workers", "0", "--no-progress", "--merge", str(tmp / "r.npz")]) == 0
+    capsys.readouterr()
+    assert main(["svm", str(tmp / "r.npz"), str(tmp / "f.npz"), "--kfold", "3", "--json", str(tmp / "svm.json")]) == 0
+    out = capsys.readouterr().out
+    dim = read_features(tmp / "r.npz").video["pool5"].shape[1] + fs.video["pool5"].shape[1]  # the streams' pool5
+    assert "6 videos" in out and f"layer pool5+pool5 ({dim}-d)" in out
+    assert json.loads((tmp / "svm.json").read_text())["dim"] == dim

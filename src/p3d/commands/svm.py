@@ -3,6 +3,9 @@
 Multi-label stores (``p3d extract`` of ActivityNet untrimmed videos or Sports-1M lists) keep every label of a
 video: the SVM trains on the first label, while mAP (ActivityNet: per-class AP over the videos ranked by score,
 averaged over classes) and top-k (a hit when any true label is in the top k) use all of them.
+
+Two streams: ``p3d svm RGB_STORE FLOW_STORE`` joins the stores by video id and concatenates their (each
+L2-normalised) descriptors (:func:`p3d.representation.store.join_features`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "Multi-label videos (ActivityNet untrimmed, Sports-1M) keep all their labels in the store: the SVM trains "
         "on the first label, mAP and top-k count every true label (a hit when any is in the top k)."
     )
-    p.add_argument("features", help="feature store directory or merged .safetensors file written by `p3d extract`")
-    p.add_argument("--layer", default=None, help="layer to evaluate (default: pool5 if present, else the first)")
+    p.add_argument(
+        "features",
+        nargs="+",
+        help="feature store directory or merged .safetensors file written by `p3d extract`; two or more (e.g. the "
+        "RGB and the flow stream): joined by video id, each L2-normalised, concatenated",
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        default=None,
+        help="layer to evaluate (default: pool5 if present, else the first); once per store when joining",
+    )
     add_protocol_arguments(p)
     p.add_argument("--pca", type=int, default=None, metavar="D", help="reduce features to D dimensions by PCA")
     p.add_argument("--topk", type=int, nargs="+", default=[1, 5], help="top-k accuracies to report (default 1 5)")
@@ -28,11 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from p3d.evaluation.protocol import build_protocol
     from p3d.evaluation.svm import SVMConfig, run_protocol
-    from p3d.representation.store import read_features
+    from p3d.representation.store import join_features, read_features
 
-    fs = read_features(args.features)
-    X = fs.layer(args.layer)
-    layer = args.layer or ("pool5" if "pool5" in fs.video else fs.layers[0])
+    layers = args.layer or [None] * len(args.features)
+    if len(layers) != len(args.features):
+        raise ValueError(f"{len(layers)} --layer values for {len(args.features)} feature stores: give one per store")
+    stores = [read_features(f) for f in args.features]
+    fs = stores[0] if len(stores) == 1 else join_features(stores, layers)
+    X = fs.layer(layers[0] if len(stores) == 1 else None)
+    layer = layers[0] if len(stores) == 1 and layers[0] else ("pool5" if "pool5" in fs.video else fs.layers[0])
     proto = build_protocol(fs, **protocol_kwargs(args))
     cfg = SVMConfig(C=args.C, normalize=args.normalize, pca=args.pca, seed=args.seed)
     res = run_protocol(

@@ -550,3 +550,45 @@ def _take(fs: FeatureSet, rows: np.ndarray) -> FeatureSet:
         source=fs.source,
         multi_labels=None if fs.multi_labels is None else [fs.multi_labels[i] for i in rows],
     )
+
+
+def join_features(sets: Sequence[FeatureSet], layers: Sequence[str | None] | None = None) -> FeatureSet:
+    """Two-stream (or more) video descriptors: the stores' features of the same videos, concatenated.
+
+    Videos are joined by id (those of the first store found in every store, in its order; the others are listed
+    in ``bad``); each store's block of layer ``layers[k]`` (default: its ``pool5``, else its first layer) is L2
+    normalised before concatenation, so a stream with larger activations does not outweigh the other.  Labels
+    must agree where both stores know them.  The result has one layer named ``"+".join`` of the stores' layer
+    names and no clip-level features; ``meta["joined"]`` records the sources.
+    """
+    if len(sets) < 2:
+        raise ValueError(f"joining features needs at least two stores, got {len(sets)}")
+    layers = list(layers) if layers is not None else [None] * len(sets)
+    if len(layers) != len(sets):
+        raise ValueError(f"{len(layers)} layer names for {len(sets)} feature stores")
+    names = [lay or ("pool5" if "pool5" in fs.video else fs.layers[0]) for fs, lay in zip(sets, layers, strict=True)]
+    common = [vid for vid in sets[0].ids if all(fs.has(vid) for fs in sets[1:])]
+    if not common:
+        raise ValueError(f"the feature stores {[fs.source for fs in sets]} have no video id in common")
+    blocks, bad, keep = [], {}, set(common)
+    for fs, name in zip(sets, names, strict=True):
+        x = fs.layer(name)[fs.rows(common)].astype(np.float32)
+        blocks.append(x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12))
+        bad.update({vid: f"{fs.source}: {why}" for vid, why in fs.bad.items()})
+        bad.update({vid: f"only in {fs.source}" for vid in fs.ids if vid not in keep})
+    first = _take(sets[0], sets[0].rows(common))
+    for fs in sets[1:]:
+        other = fs.labels[fs.rows(common)]
+        clash = [vid for vid, a, b in zip(common, first.labels, other, strict=True) if a >= 0 and b >= 0 and a != b]
+        if clash:
+            raise ValueError(f"{fs.source} labels {clash[:5]} differently from {sets[0].source}: not the same videos?")
+    meta = {**sets[0].meta, "joined": [{"source": fs.source, "layer": n} for fs, n in zip(sets, names, strict=True)]}
+    return FeatureSet(
+        ids=common,
+        labels=first.labels,
+        video={"+".join(names): np.concatenate(blocks, axis=1)},
+        meta=meta,
+        bad=bad,
+        source=" + ".join(fs.source for fs in sets),
+        multi_labels=first.multi_labels,
+    )
