@@ -45,11 +45,18 @@ def test_flow_command_mirrors_the_dataset_and_resumes(chain, capsys):
     assert "--tvl1 expects KEY=VALUE" in capsys.readouterr().err
 
 
-def test_the_flow_run_is_a_two_channel_model(chain):
+def test_the_flow_run_is_a_two_channel_model_and_can_be_visualised(chain):
+    from PIL import Image
+
     from p3d.models import load_model
 
-    model = load_model(str(chain[4]))
+    tmp, flow_run = chain[0], chain[4]
+    model = load_model(str(flow_run))
     assert model.in_channels == 2 and model.input_spec.channel_order == "XY"
+    argv = ["visualize", "--weights", str(flow_run), "--class", "MoveRight", "-o", str(tmp / "right.gif")]
+    assert main([*argv, "--steps", "2", "--octaves", "1", "--scale", "1"]) == 0
+    strip = np.asarray(Image.open(tmp / "right.png").convert("RGB"))
+    assert strip.shape[0] == 32 and (strip[:, :32, 2] == 128).all()  # x red, y green, blue 128: a flow picture
 
 
 def test_test_reports_each_stream_and_the_fusion(chain, capsys):
