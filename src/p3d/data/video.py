@@ -347,7 +347,9 @@ class VideoReader:
         # Group wanted frames into runs that one forward decode from a key frame covers.
         runs: list[list[int]] = []
         for i in wanted:
-            if runs and self._keyframe_before(int(pts_of[i])) <= int(pts_of[runs[-1][-1]]):
+            # the next frame continues the run even at a key frame (intra-only video, e.g. FFV1 flow files):
+            # decoding on is cheaper than a seek
+            if runs and (i == runs[-1][-1] + 1 or self._keyframe_before(int(pts_of[i])) <= int(pts_of[runs[-1][-1]])):
                 runs[-1].append(i)
             else:
                 runs.append([i])
