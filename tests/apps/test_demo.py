@@ -34,9 +34,13 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     )
     report = run_demo(tmp_path, s, variants=False)
     keys = [r["key"] for r in report["results"]]
-    assert keys == ["p3d", "2d"]
+    assert keys == ["p3d", "2d", "p3d_flow", "2d_flow", "fusion"]
     for r in report["results"]:
         assert 0.0 <= r["video_hit@1"] <= 1.0 and r["params"] > 0 and set(r["per_class"]) == {"MoveLeft", "MoveRight"}
+        assert r["rotation_sense"] is None  # no rotation classes among the first two
+    assert len(list((tmp_path / "flow").rglob("*.flow.mkv"))) == 12
+    assert (tmp_path / "runs" / "p3d_flow" / "model.safetensors").is_file()
+    assert "| P3D two-stream (RGB + flow, 1:1) |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "report.md").read_text()
     assert "| P3D (mixed A→B→C) |" in md and "| 2D ResNet (frame-level) |" in md
@@ -59,7 +63,7 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     # Run again: finished runs resume from their final checkpoints and complete feature stores are reused.
     again = run_demo(tmp_path, s, variants=False)
     assert [r["video_hit@1"] for r in again["results"]] == [r["video_hit@1"] for r in report["results"]]
-    assert [r["features"]["written"] for r in again["results"]] == [0, 0]
+    assert [r["features"]["written"] for r in again["results"] if r["features"]] == [0, 0]
     assert [r["svm_top1"] for r in again["representation"]["results"]] == [r["svm_top1"] for r in rep["results"]]
 
 
@@ -67,6 +71,20 @@ def test_demo_without_features(tmp_path):
     s = DemoSettings(
         num_classes=2, videos_per_class=6, video_size=(48, 48), iterations=1, lr_step=1, test_clips=1, num_workers=0
     )
-    report = run_demo(tmp_path, s, variants=False, features=False)
+    report = run_demo(tmp_path, s, variants=False, features=False, flow=False)
     assert report["representation"] is None and not (tmp_path / "features").exists()
     assert "## Representation" not in (tmp_path / "report.md").read_text()
+
+
+def test_rotation_sense_compares_the_two_rotations_only():
+    from p3d.apps.demo import _rotation_sense
+    from p3d.engine.evaluate import EvalResult
+
+    classes = ["MoveLeft", "MoveRight", "RotateCW", "RotateCCW"]
+    scores = np.array([[0.1, 0.1, 0.5, 0.3], [0.1, 0.1, 0.45, 0.35], [0.9, 0.0, 0.0, 0.1], [0.7, 0.1, 0.1, 0.1]])
+    ev = EvalResult(classes, ["a", "b", "c", "d"], ["a", "b", "c", "d"], [(2,), (3,), (3,), (0,)], scores, 0, 0)
+    # a: CW above CCW (right); b: CW above CCW but it is CCW (wrong); c: CCW 0.1 > CW 0.0 (right, even though
+    # MoveLeft wins overall); d: not a rotation video
+    assert _rotation_sense(ev) == 2 / 3
+    ev.classes = ["MoveLeft", "MoveRight", "Approach", "Recede"]
+    assert _rotation_sense(ev) is None

@@ -13,6 +13,14 @@ and tested on the test split (:mod:`p3d.evaluation`), and ``tsne.png`` shows the
 videos' descriptors of both models side by side.  The feature stores are resumable and tied to the checkpoint
 they were computed from (sha256 of its weights): a retrained model's store is discarded and extracted again.
 
+``flow=True`` (the default) adds the second stream of the two-stream networks: TV-L1 optical flow of every
+video (``p3d flow``'s job, :func:`p3d.data.flowjob.flow_tree`, with the cheap :data:`FLOW_TVL1` parameters: the
+motions are 1-2 px per frame) into ``flow/``, a flow P3D and a flow 2D ResNet trained on it with the same budget,
+and the late fusion of the RGB and flow P3D (mean of their softmax scores, :mod:`p3d.engine.fusion`).  The report
+gives, for each model, how well it tells the rotation sense apart (RotateCW against RotateCCW: the fraction of
+those test videos whose true rotation scores above the opposite one) — one frame, or the frame-level 2D network,
+cannot tell the two apart; a single flow field already holds the sense of rotation.
+
 The training settings are :data:`p3d.engine.config.DEMO_OVERRIDES`: tiny networks from scratch need trainable
 BatchNorm and a higher learning rate than the paper's fine-tuning protocol, and no horizontal flips (they
 would swap MoveLeft/MoveRight and the two rotations).  Each model's run folder is a normal ``p3d train`` run:
@@ -36,7 +44,7 @@ from p3d.engine.checkpoint import latest_checkpoint
 from p3d.engine.config import DEMO_OVERRIDES, TrainConfig
 from p3d.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["DemoSettings", "MODELS", "VARIANTS", "run_demo"]
+__all__ = ["DemoSettings", "FLOW_MODELS", "FLOW_TVL1", "MODELS", "VARIANTS", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,13 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "p3d_b": ("P3D-B", "p3d63", {"pattern": "B"}),
     "p3d_c": ("P3D-C", "p3d63", {"pattern": "C"}),
 }
+FLOW_MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "p3d_flow": ("P3D, optical flow", "p3d63", {"pattern": "ABC", "in_channels": 2}),
+    "2d_flow": ("2D ResNet, optical flow (frame-level)", "resnet50_2d", {"in_channels": 2}),
+}
+# TV-L1 for the demo's 64x64 videos, whose motions are 1-2 px per frame: two pyramid levels and one warp are
+# enough, at ~10 ms per pair on one CPU core (OpenCV's defaults: 5 levels x 5 warps, ~10x the time)
+FLOW_TVL1 = {"nscales": 2, "warps": 1, "inner_iterations": 10, "outer_iterations": 2}
 
 
 @dataclass
@@ -98,6 +113,47 @@ def _dataset(root: Path, s: DemoSettings) -> Path:
     return root
 
 
+def _flow_dataset(data_root: Path, root: Path, s: DemoSettings) -> Path:
+    """The TV-L1 flow of every demo video under ``root`` (resumable; recomputed when the data or parameters
+    change)."""
+    import shutil
+
+    from p3d.data.flowjob import flow_tree
+    from p3d.flow import TVL1Params
+
+    params = {"dataset": json.loads((data_root / "dataset.json").read_text()), "tvl1": FLOW_TVL1, "bound": 20.0}
+    marker = root / "flow.json"
+    if root.exists() and not (marker.is_file() and json.loads(marker.read_text()) == params):
+        shutil.rmtree(root)
+    if marker.is_file():
+        say(f"optical flow already in {root}")
+        return root
+    say(f"computing TV-L1 optical flow of the videos into {root} ...")
+    t0 = time.perf_counter()
+    workers = max(1, min(2, s.num_workers if s.num_workers is not None else 2))
+    report = flow_tree(data_root, root, params=TVL1Params(**FLOW_TVL1), workers=workers, threads=1)
+    if report.failed:
+        raise RuntimeError(f"optical flow failed for {len(report.failed)} video(s), e.g. {report.failed[0]}")
+    atomic_write_json(marker, params, indent=None)
+    say(f"optical flow: {report.written} videos, {report.fields} fields in {time.perf_counter() - t0:.0f} s")
+    return root
+
+
+def _rotation_sense(ev: Any) -> float | None:
+    """Among the test videos of RotateCW and RotateCCW, the fraction whose true rotation scores above the opposite
+    one (None when the classes are not both in the demo)."""
+    try:
+        cw, ccw = ev.classes.index("RotateCW"), ev.classes.index("RotateCCW")
+    except ValueError:
+        return None
+    hits = [
+        float(ev.scores[i, lab[0]] > ev.scores[i, ccw if lab[0] == cw else cw])
+        for i, lab in enumerate(ev.labels)
+        if lab and lab[0] in (cw, ccw)
+    ]
+    return sum(hits) / len(hits) if hits else None
+
+
 def demo_config(data_root: Path, run_dir: Path, model: str, options: dict[str, Any], s: DemoSettings) -> TrainConfig:
     cfg = TrainConfig().update(DEMO_OVERRIDES, "DEMO_OVERRIDES")
     cfg.update({"model": {"name": model, **options}}, "demo")
@@ -136,6 +192,7 @@ def _train_and_test(
     test = build_samples("ucf101", data_root, subset="test")
     ev = evaluate_videos(net, test, num_clips=s.test_clips, clip_batch=16, num_workers=s.num_workers)
     m = ev.metrics()
+    rot = _rotation_sense(ev)
     say(f"{label}: video accuracy {m['video_hit@1']:.1%} on {m['num_videos']} test videos ({res.seconds:.0f} s)")
     params = sum(p.numel() for p in net.parameters())
     losses = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
@@ -156,6 +213,34 @@ def _train_and_test(
         "confusion": m["confusion"],
         "loss_curve": losses,
         "features": row_features,
+        "rotation_sense": rot,
+        "_eval": ev,  # for the fusion; not written to report.json
+    }
+
+
+def _fusion_row(rgb: dict[str, Any], flow: dict[str, Any]) -> dict[str, Any]:
+    """The late fusion of the RGB and flow P3D: the mean of their video softmax scores."""
+    from p3d.engine.fusion import fuse_results
+
+    ev = fuse_results({"rgb": rgb["_eval"], "flow": flow["_eval"]})
+    m = ev.metrics()
+    say(f"two-stream fusion (RGB + flow P3D, 1:1): video accuracy {m['video_hit@1']:.1%}")
+    return {
+        "key": "fusion",
+        "label": "P3D two-stream (RGB + flow, 1:1)",
+        "model": "fusion",
+        "options": {"streams": [rgb["key"], flow["key"]], "weights": [1.0, 1.0]},
+        "video_hit@1": m["video_hit@1"],
+        "clip_hit@1": None,
+        "params": rgb["params"] + flow["params"],
+        "train_clips_per_s": None,
+        "test_clips_per_s": None,
+        "train_seconds": rgb["train_seconds"] + flow["train_seconds"],
+        "per_class": m["per_class"],
+        "confusion": m["confusion"],
+        "loss_curve": [],
+        "features": None,
+        "rotation_sense": _rotation_sense(ev),
     }
 
 
@@ -292,15 +377,28 @@ def _report(
         f"{s.iterations} iterations from scratch with the same "
         f"settings (seed {s.seed}); tested at video level on {s.test_clips} clips per video. Chance: {chance:.1%}.",
         "",
-        "| model | video hit@1 | clip hit@1 | parameters | train clips/s | test clips/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | video hit@1 | clip hit@1 | rotation sense | parameters | train clips/s | test clips/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1%}"
+
     for r in rows:
         tr = f"{r['train_clips_per_s']:.1f}" if r["train_clips_per_s"] else "–"
+        te = f"{r['test_clips_per_s']:.1f}" if r["test_clips_per_s"] else "–"
         lines.append(
-            f"| {r['label']} | {r['video_hit@1']:.1%} | {r['clip_hit@1']:.1%} | {r['params']:,} | {tr} | "
-            f"{r['test_clips_per_s']:.1f} |"
+            f"| {r['label']} | {r['video_hit@1']:.1%} | {pct(r['clip_hit@1'])} | {pct(r['rotation_sense'])} | "
+            f"{r['params']:,} | {tr} | {te} |"
         )
+    if any(r["key"] == "fusion" for r in rows):
+        lines += [
+            "",
+            "Rotation sense: among the RotateCW / RotateCCW test videos, the fraction whose true rotation scores "
+            "above the opposite one (chance 50%).  Flow models read TV-L1 optical flow "
+            f"({', '.join(f'{k}={v}' for k, v in FLOW_TVL1.items())}, bound 20 px) computed by `p3d flow`'s job; "
+            "the fusion averages the RGB and flow P3D softmax scores.",
+        ]
     lines += ["", "Per-class video accuracy:", "", "| class | " + " | ".join(r["label"] for r in rows) + " |"]
     lines.append("|---|" + "---:|" * len(rows))
     for c in classes:
@@ -348,7 +446,8 @@ def _plot(path: Path, rows: list[dict[str, Any]], chance: float) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     labels = [r["label"] for r in rows]
     acc = [100 * r["video_hit@1"] for r in rows]
-    colors = ["tab:orange" if r["key"] == "2d" else "tab:blue" for r in rows]
+    colors = ["tab:orange" if r["key"].startswith("2d") else "tab:gray" if r["key"] == "fusion" else "tab:blue"
+              for r in rows]  # fmt: skip
     bars = a1.bar(range(len(rows)), acc, color=colors)
     for b, v in zip(bars, acc, strict=True):
         a1.text(b.get_x() + b.get_width() / 2, v + 1, f"{v:.0f}%", ha="center", fontsize=9)
@@ -358,7 +457,8 @@ def _plot(path: Path, rows: list[dict[str, Any]], chance: float) -> None:
     a1.set_ylabel("video accuracy (%)")
     a1.set_title("test accuracy")
     a1.legend()
-    palette = {"p3d": "tab:blue", "2d": "tab:orange", "p3d_a": "tab:green", "p3d_b": "tab:red", "p3d_c": "tab:purple"}
+    palette = {"p3d": "tab:blue", "2d": "tab:orange", "p3d_a": "tab:green", "p3d_b": "tab:red", "p3d_c": "tab:purple",
+               "p3d_flow": "tab:cyan", "2d_flow": "tab:brown"}  # fmt: skip
     for r in rows:
         if r["loss_curve"]:
             it, loss = zip(*r["loss_curve"], strict=True)
@@ -381,11 +481,16 @@ _T0 = time.perf_counter()
 
 
 def run_demo(
-    out: str | Path, settings: DemoSettings | None = None, variants: bool = False, features: bool = True
+    out: str | Path,
+    settings: DemoSettings | None = None,
+    variants: bool = False,
+    features: bool = True,
+    flow: bool = True,
 ) -> dict[str, Any]:
-    """Generate the data, train and test P3D and the 2D baseline (and the P3D variants); with ``features``,
-    the representation study of P3D and the 2D baseline; write the report.  Returns ``report.json``'s
-    content, or ``{"status": "stopped"}`` when a signal stopped training (run again to resume)."""
+    """Generate the data, train and test P3D and the 2D baseline (and the P3D variants); with ``flow``, the flow
+    stream (flow P3D, flow 2D, two-stream fusion); with ``features``, the representation study of P3D and the 2D
+    baseline; write the report.  Returns ``report.json``'s content, or ``{"status": "stopped"}`` when a signal
+    stopped training (run again to resume)."""
     global _T0
     _T0 = time.perf_counter()
     s = settings or DemoSettings()
@@ -406,6 +511,17 @@ def run_demo(
             say("stopped; run the same command again to resume")
             return {"status": "stopped"}
         rows.append(row)
+    if flow:
+        flow_root = _flow_dataset(data_root, out / "flow", s)
+        for k, v in FLOW_MODELS.items():
+            row = _train_and_test(k, *v, flow_root, out, s)
+            if row is None:
+                say("stopped; run the same command again to resume")
+                return {"status": "stopped"}
+            rows.append(row)
+        rows.append(_fusion_row(rows[0], next(r for r in rows if r["key"] == "p3d_flow")))
+    for r in rows:
+        r.pop("_eval", None)
     if features:
         say("representation: linear SVM and t-SNE on pool5 features of both trained networks")
     rep = _representation(out, [r for r in rows if r["features"]], data_root, s) if features else None

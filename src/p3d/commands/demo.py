@@ -1,10 +1,11 @@
 """``p3d demo``: P3D against the frame-level 2D ResNet on motion-only synthetic actions, in a few CPU minutes.
 
 Writes the dataset, both runs, ``report.md``, ``report.json`` and ``report.png`` to ``--out`` and prints both
-accuracies.  ``--variants`` adds P3D-A, -B and -C (the paper's Table 1 in miniature).  Then, unless
-``--no-features``, both trained networks serve as video descriptors: pool5 features of the train and test
-videos, a linear SVM on each, and ``tsne.png``.  Interrupted demos resume from their checkpoints (and
-feature stores) when run again with the same ``--out``.
+accuracies.  Unless ``--no-flow``, the optical-flow stream too: TV-L1 flow of every video, a flow P3D and a flow
+2D ResNet, and the two-stream late fusion, with each model's rotation-sense accuracy.  ``--variants`` adds P3D-A,
+-B and -C (the paper's Table 1 in miniature).  Then, unless ``--no-features``, both trained RGB networks serve as
+video descriptors: pool5 features of the train and test videos, a linear SVM on each, and ``tsne.png``.
+Interrupted demos resume from their checkpoints (and feature stores) when run again with the same ``--out``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the representation study (pool5 features, linear SVM, t-SNE of P3D and the 2D baseline)",
     )
     p.add_argument(
+        "--no-flow",
+        action="store_true",
+        help="skip the optical-flow stream (TV-L1 flow of the videos, flow P3D and 2D, two-stream fusion)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -65,12 +71,18 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
     )
-    report = run_demo(args.out, s, variants=args.variants, features=not args.no_features)
+    report = run_demo(args.out, s, variants=args.variants, features=not args.no_features, flow=not args.no_flow)
     if report["status"] == "stopped":
         return 128 + 15
     acc = {r["key"]: r["video_hit@1"] for r in report["results"]}
     print(f"P3D video accuracy:    {acc['p3d']:.1%}")
     print(f"2D ResNet video accuracy: {acc['2d']:.1%}   (chance {report['chance']:.1%})")
+    if "fusion" in acc:
+        rot = {r["key"]: r["rotation_sense"] for r in report["results"]}
+        sense = "" if rot["p3d_flow"] is None else f"; rotation sense {rot['p3d_flow']:.1%}"
+        print(f"flow P3D video accuracy: {acc['p3d_flow']:.1%}{sense}")
+        print(f"flow 2D ResNet video accuracy: {acc['2d_flow']:.1%}")
+        print(f"two-stream P3D (RGB + flow) video accuracy: {acc['fusion']:.1%}")
     if report["representation"] is not None:
         svm = {r["key"]: r["svm_top1"] for r in report["representation"]["results"]}
         print(f"linear SVM on P3D pool5 features: {svm['p3d']:.1%}")
