@@ -17,7 +17,7 @@ folders, PNG folders, ``.npy``/``.npz`` arrays, lossless H.264 and PNG-in-video.
 
 Public API::
 
-    FlowWriter(path, size=(H, W), fps=25.0, meta={...})   # .write(images (N, H, W, 2) uint8), .close(); atomic
+    FlowWriter(path, size=(H, W), fps=25.0, meta={...})   # .write(images (N, H, W, 2) uint8), .close(), .abort()
     write_flow_file(path, images (T, H, W, 2) uint8, fps=25.0, meta=None) -> path
     FlowReader(path).get_frames(indices, size=None) -> (T, H, W, 2) uint8;  .num_frames (fields), .meta
     read_flow_file(path) -> (T, H, W, 2) uint8
@@ -83,7 +83,7 @@ class FlowWriter:
             self._stream.codec_context.thread_count = 1
             self._time_base = 1 / rate
         except (OSError, av.error.FFmpegError) as e:
-            self._abort()
+            self.abort()
             raise StorageError(self.path, f"cannot create the flow file ({e})") from None
         self._fill = np.full((1, h, w), _FILL, np.uint8)
 
@@ -98,24 +98,25 @@ class FlowWriter:
                 self._container.mux(self._stream.encode(frame))
                 self.count += 1
         except (OSError, av.error.FFmpegError) as e:
-            self._abort()
+            self.abort()
             raise StorageError(self.path, f"writing the flow file failed ({e})") from None
 
     def close(self) -> Path:
         """Finish the file and move it into place; returns its path.  A file without fields is not written."""
         if self.count == 0:
-            self._abort()
+            self.abort()
             raise ValueError(f"{self.path}: no flow fields were written; a flow file holds at least one")
         try:
             self._container.mux(self._stream.encode())
             self._container.close()
         except (OSError, av.error.FFmpegError) as e:
-            self._abort()
+            self.abort()
             raise StorageError(self.path, f"finishing the flow file failed ({e})") from None
         self._atomic.__exit__(None, None, None)
         return self.path
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Give up: close the encoder and remove the temporary file (nothing appears under ``path``)."""
         with contextlib.suppress(Exception):
             self._container.close()
         with contextlib.suppress(Exception):
@@ -128,7 +129,7 @@ class FlowWriter:
         if exc_type is None:
             self.close()
         else:
-            self._abort()
+            self.abort()
 
 
 def write_flow_file(

@@ -28,7 +28,7 @@ import multiprocessing as mp
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +81,6 @@ def flow_video(
     field ``t`` is the flow from frame ``t`` to ``t + 1`` at ``size=(H, W)`` (default: the source's size).
     Returns the number of fields.  Raises :class:`VideoReadError` (unreadable, fewer than 2 frames) or
     :class:`StorageError`; ``dst`` appears only when complete."""
-    from dataclasses import asdict
-
     from p3d.flow import compute_flow, quantize_flow
 
     if chunk < 2:
@@ -116,7 +114,7 @@ def flow_video(
                 writer.write(np.ascontiguousarray(images))
         except BaseException:
             if writer is not None:
-                writer._abort()
+                writer.abort()
             raise
         if writer is None:
             raise VideoReadError(src, "optical flow needs at least 2 decodable frames")
