@@ -191,6 +191,9 @@ class VideoReader:
             self._container.close()
             raise
         self._rotation: int | None = None
+        # one scaler context for the whole reader: VideoFrame.to_ndarray(width=...) builds a new one for every frame,
+        # which costs as much as decoding the frame (BENCHMARKS.md, "GPU": 320x240 H.264 to 182x242 RGB)
+        self._reformatter = av.video.reformatter.VideoReformatter()
         self.last_missing = 0
 
     # -- metadata ---------------------------------------------------------------------------------------
@@ -305,12 +308,14 @@ class VideoReader:
             self._rotation = rot
         k = (rot // 90) % 4
         if size is None:
-            img = frame.to_ndarray(format="rgb24")
+            img = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
         else:
             h, w = size
             if k % 2 == 1:
                 h, w = w, h
-            img = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+            img = self._reformatter.reformat(
+                frame, width=w, height=h, format="rgb24", interpolation=interpolation
+            ).to_ndarray()
         if k:
             img = np.ascontiguousarray(np.rot90(img, k))
         return img
