@@ -13,7 +13,8 @@ nothing else; the results file is rewritten atomically after every measurement):
 * ``forward``  P3D-199 and P3D-63 forward in bf16 and fp16 autocast at batch 1/8/32 (channels_last_3d), both
                convolution implementations (``views``, ``conv3d``: :mod:`p3d.models.layers`), against the
                same-schedule 2D ResNet-152/-50 (``pattern="S"``: 2D bottlenecks on P3D's frame schedule) and against
-               the port's NCDHW ``nn.Conv3d`` formulation (checked equal first); ms, clips/s, TFLOP/s, peak memory.
+               the port's NCDHW ``nn.Conv3d`` formulation (checked equal first); ms, clips/s, TFLOP/s, peak memory;
+               on CUDA also the biggest batch with cuDNN's autotuner on (p3d leaves it off).
 * ``train``    a training step (SGD momentum 0.9, the paper's) with AMP: bf16, and fp16 with ``GradScaler``; BN
                frozen but the first (the paper's fine-tuning protocol) and trainable; both implementations; the
                port's formulation for reference; batch chosen by the device's memory.
@@ -29,16 +30,21 @@ nothing else; the results file is rewritten atomically after every measurement):
 * ``flow``     pairs/s of the TV-L1 engine (``p3d.flow.tvl1``) if the package exists (skipped with a note if not).
 
 Sizes follow the device: on CUDA the training batch comes from ``torch.cuda.mem_get_info`` (and halves on an
-out-of-memory error); ``--tiny`` shrinks everything to seconds on a CPU.  The default budget (330 s in all) fits an
+out-of-memory error); ``--tiny`` shrinks everything to seconds on a CPU.  The default budget (345 s in all) fits an
 H100-class GPU well under 8 minutes and leaves a 15-minute device lease room for a rerun.
 
 The device run (BENCHMARKS.md, "GPU"), from the repository root, with the PyAV wheel downloaded beforehand into
 ``benchmarks/wheels/`` (``python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12
 --implementation cp --platform manylinux_2_28_x86_64 -d benchmarks/wheels av==18.1.0``) and carried::
 
-    python3 -m pip install -q --no-index --no-deps benchmarks/wheels/av-*.whl; \
-    python3 -m pip install -q --no-deps --no-build-isolation -e . ; export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1; \
-    timeout 450 python3 benchmarks/gpu_suite.py --out $OUT --work /tmp/p3d_gpu_suite 2>&1 | tee $OUT/gpu_suite.log
+    set -o pipefail; python3 -m pip install -q --no-index --no-deps benchmarks/wheels/av-*.whl && \
+    { python3 -m pip install -q --no-deps --no-build-isolation -e . || true; } && \
+    export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 && nvidia-smi && \
+    timeout 420 python3 benchmarks/gpu_suite.py --out $OUT --work /tmp/p3d_gpu_suite 2>&1 | tee $OUT/gpu_suite.log
+
+(the device tool's ``run`` with ``carry=["benchmarks/wheels"]`` and ``timeout_s=480``).  ``timeout`` stopping the
+suite kills the running section's process group and keeps what was measured.  A rerun of some sections only:
+``--sections train,extract``.
 """
 
 from __future__ import annotations
@@ -77,8 +83,8 @@ from p3d.models.layers import DEFAULT_CONV_IMPL, use_conv_impl  # noqa: E402
 from p3d.spec import InputSpec  # noqa: E402
 
 SECTIONS = ("equal", "forward", "train", "compile", "decode", "extract", "flow")
-# seconds per section on a GPU (child start and CUDA initialisation included); 330 s in all
-BUDGETS = {"equal": 20, "forward": 70, "train": 60, "compile": 60, "decode": 25, "extract": 75, "flow": 20}
+# seconds per section on a GPU (child start and CUDA initialisation included); 345 s in all
+BUDGETS = {"equal": 25, "forward": 70, "train": 55, "compile": 70, "decode": 30, "extract": 75, "flow": 20}
 TINY_BUDGET = 120  # per section on a CPU at --tiny sizes (they take a few seconds)
 IMPLS = ("views", "conv3d")
 DTYPES = ("bf16", "fp16")
@@ -113,7 +119,7 @@ class Sizes:
     unique_videos: int = 16
     num_clips: int = 20
     extract_batch: int = 32
-    extract_seconds: float = 8.0  # target duration of one extraction run
+    extract_seconds: float = 6.0  # target duration of one extraction run
     extract_max_videos: int = 480
     decode_videos: int = 12
     flow_hw: tuple[int, int] = (240, 320)
@@ -325,7 +331,7 @@ def run_guarded(sec: Section, fn: Callable[[Section], None]) -> None:
             sec.row(what="before the injected hang")
             time.sleep(3600)
         if sec.device.type == "cuda":
-            torch.backends.cudnn.benchmark = not sec.args.no_cudnn_benchmark
+            torch.backends.cudnn.benchmark = sec.args.cudnn_benchmark  # p3d itself leaves it off
         fn(sec)
         sec.data["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - a failing section is recorded, never fatal to the suite
@@ -437,33 +443,53 @@ def section_forward(sec: Section) -> None:
             for dtype in DTYPES:
                 x = clips(batch, s, dev)
                 for net, impl in variants:
-                    what = {"model": name, "net": net, "impl": impl, "dtype": dtype, "batch": batch}
-                    model = nets[name][net]
-                    if model is None:
-                        continue
-                    if sec.left() < (1.0 if s.tiny else 3.0):
-                        sec.skipped(what)
-                        continue
-                    inp = x.contiguous() if net == "port" else x
-
-                    def fwd(model=model, inp=inp, impl=impl, dtype=dtype):
-                        with torch.inference_mode(), autocast(dev, dtype), use_conv_impl(None if impl == "-" else impl):
-                            return model(inp)
-
-                    try:
-                        reset_peak(dev)
-                        t = statistics.median(timed(fwd, dev, s.warmup, s.reps, sec.deadline))
-                    except Exception as e:  # noqa: BLE001 - e.g. out of memory: record, go on
-                        sec.row(**what, status=("oom" if is_oom(e) else f"error: {type(e).__name__}: {e}"))
-                        continue
-                    fl = nets[name]["flops"][net] * batch
-                    sec.row(**what, ms=1e3 * t, clips_s=batch / t, tflops=fl / t / 1e12, peak_mib=peak_mib(dev))
+                    time_forward(sec, nets[name], {"model": name, "net": net, "impl": impl, "dtype": dtype}, x)
+    if dev.type == "cuda" and not sec.args.cudnn_benchmark:
+        # p3d leaves cuDNN's autotuner off; would turning it on pay?  (the biggest batch, bf16, both implementations)
+        torch.backends.cudnn.benchmark = True
+        x = clips(s.batches[0], s, dev)
+        for name in s.models:
+            for impl in IMPLS:
+                what = {"model": name, "net": "p3d", "impl": impl, "dtype": "bf16", "cudnn_benchmark": True}
+                time_forward(sec, nets[name], what, x)
+        torch.backends.cudnn.benchmark = False
     sec.data["summary"]["comparisons"] = forward_comparisons(sec.data["rows"], sec.data["summary"])
+
+
+def time_forward(sec: Section, nets: dict[str, Any], what: dict[str, Any], x: torch.Tensor) -> None:
+    """Time one forward configuration of :func:`section_forward` (inference mode, autocast) and record its row."""
+    dev, s = sec.device, sec.sizes
+    model, batch = nets[what["net"]], len(x)
+    what = {**what, "batch": batch}
+    if model is None:
+        return
+    if sec.left() < (1.0 if s.tiny else 3.0):
+        sec.skipped(what)
+        return
+    inp = x.contiguous() if what["net"] == "port" else x
+    impl = None if what["impl"] == "-" else what["impl"]
+
+    def fwd():
+        with torch.inference_mode(), autocast(dev, what["dtype"]), use_conv_impl(impl):
+            return model(inp)
+
+    try:
+        reset_peak(dev)
+        t = statistics.median(timed(fwd, dev, s.warmup, s.reps, sec.deadline))
+    except Exception as e:  # noqa: BLE001 - e.g. out of memory: record, go on
+        sec.row(**what, status=("oom" if is_oom(e) else f"error: {type(e).__name__}: {e}"))
+        return
+    fl = nets["flops"][what["net"]] * batch
+    sec.row(**what, ms=1e3 * t, clips_s=batch / t, tflops=fl / t / 1e12, peak_mib=peak_mib(dev))
 
 
 def forward_comparisons(rows: list[dict], summary: dict) -> list[dict]:
     """Per (model, dtype, batch): conv3d vs views, p3d vs the 2D net (÷ their FLOP ratio), the port vs p3d."""
-    ms = {(r["model"], r["net"], r["impl"], r["dtype"], r["batch"]): r["ms"] for r in rows if "ms" in r}
+    ms = {
+        (r["model"], r["net"], r["impl"], r["dtype"], r["batch"]): r["ms"]
+        for r in rows
+        if "ms" in r and not r.get("cudnn_benchmark")
+    }
     out = []
     for model, dtype, batch in sorted({(k[0], k[3], k[4]) for k in ms}, key=lambda k: (k[0], k[1], -k[2])):
 
@@ -493,7 +519,7 @@ def conv_impl_decision(forward_rows: list[dict], train_rows: list[dict]) -> dict
     for rows, key in ((forward_rows, ("model", "dtype", "batch")), (train_rows, ("model", "bn", "amp"))):
         by: dict[tuple, dict[str, float]] = {}
         for r in rows:
-            if r.get("net") == "p3d" and "ms" in r:
+            if r.get("net") == "p3d" and "ms" in r and not r.get("cudnn_benchmark"):
                 by.setdefault(tuple(r[k] for k in key), {})[r["impl"]] = r["ms"]
         logs += [math.log(v["conv3d"] / v["views"]) for v in by.values() if "views" in v and "conv3d" in v]
     if not logs:
@@ -811,7 +837,7 @@ def section_decode(sec: Section) -> None:
         if sec.left() < (1.0 if s.tiny else 4.0):
             sec.skipped({"codec": "h264", "how": f"DataLoader, {workers} workers"})
             continue
-        n = max(2 * workers, min(s.extract_max_videos, int(workers * 6 * (1 if s.tiny else 4))))
+        n = max(2 * workers, min(s.extract_max_videos, workers * (6 if s.tiny else 12)))
         ds = VideoClipsDataset(video_list(paths, n, work), s.spec, num_clips=s.num_clips, raw=True)
         loader = build_loader(ds, None, train=False, num_workers=workers, device=sec.device, prefetch_factor=4)
         it = iter(loader)
@@ -988,30 +1014,53 @@ def section_budget(name: str, args: argparse.Namespace, device: torch.device) ->
     return BUDGETS[name]
 
 
+_CHILDREN: set[subprocess.Popen] = set()
+_INTERRUPTED = False
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill a section child and everything in its session (DataLoader workers); the caller reaps it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """``timeout`` (or Ctrl-C) stops the suite: the running child lives in its own session, so kill it here, or it
+    would keep the GPU busy after the suite is gone; the results so far are written on the way out."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    for proc in list(_CHILDREN):
+        _kill(proc)
+
+
 def run_child(name: str, budget: float, args: argparse.Namespace, partial: Path) -> dict[str, Any]:
     """Run one section in a child process (its own session, so its DataLoader workers go with it) for at most
     ``budget`` seconds plus a grace period; returns its partial results, whatever happened."""
     cmd = [sys.executable, __file__, "--child", name, "--partial", str(partial), "--child-budget", str(budget)]
     cmd += ["--device", args.device, "--work", args.work, "--compile-backend", args.compile_backend]
-    cmd += ["--tiny"] * args.tiny + ["--no-cudnn-benchmark"] * args.no_cudnn_benchmark
+    cmd += ["--tiny"] * args.tiny + ["--cudnn-benchmark"] * args.cudnn_benchmark
     for x in args.inject:
         cmd += ["--inject", x]
     if partial.exists():
         partial.unlink()
     proc = subprocess.Popen(cmd, start_new_session=True)
+    _CHILDREN.add(proc)
     status, grace = None, min(15.0, max(2.0, 0.5 * budget))
     try:
         rc = proc.wait(timeout=budget + grace)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        _kill(proc)
         proc.wait()
         rc, status = None, "timeout"
+    finally:
+        _CHILDREN.discard(proc)
     data: dict[str, Any] = {"rows": [], "notes": [], "summary": {}}
     with contextlib.suppress(Exception):
         data = json.loads(partial.read_text())
     data["returncode"] = rc
-    if status:
+    if _INTERRUPTED:
+        data["status"], data["error"] = "interrupted", "the suite was stopped (SIGTERM/SIGINT) during this section"
+    elif status:
         data["status"] = status
         data["error"] = f"killed after {budget + grace:.0f} s (budget {budget:.0f} s)"
     elif rc != 0 and data.get("status") in (None, "running", "ok"):
@@ -1027,7 +1076,19 @@ def write_results(results: dict[str, Any], out: Path) -> None:
 
 COLUMNS = {
     "equal": ["check", "error", "tol", "ok", "worst"],
-    "forward": ["model", "net", "impl", "dtype", "batch", "ms", "clips_s", "tflops", "peak_mib", "status"],
+    "forward": [
+        "model",
+        "net",
+        "impl",
+        "dtype",
+        "batch",
+        "cudnn_benchmark",
+        "ms",
+        "clips_s",
+        "tflops",
+        "peak_mib",
+        "status",
+    ],  # fmt: skip
     "train": ["model", "net", "bn", "amp", "impl", "batch", "ms", "clips_s", "peak_mib", "loss_finite", "status"],
     "compile": [
         "model",
@@ -1134,7 +1195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--section-budget", action="append", default=[], metavar="NAME=SECONDS", help="override")
     ap.add_argument("--in-process", action="store_true", help="run the sections in this process (no isolation)")
     ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend (tests: eager)")
-    ap.add_argument("--no-cudnn-benchmark", action="store_true", help="leave torch.backends.cudnn.benchmark off")
+    ap.add_argument(
+        "--cudnn-benchmark", action="store_true", help="turn cuDNN's autotuner on everywhere (default: off, as p3d)"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--partial", help=argparse.SUPPRESS)
     ap.add_argument("--child-budget", type=float, help=argparse.SUPPRESS)
@@ -1173,7 +1236,34 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"p3d GPU suite on {results['environment'].get('gpu', device)}: sections {names}, budget {total:.0f} s")
     write_results(results, out)
+    handlers = {}
+    if not args.in_process:
+        handlers = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        run_sections(names, budgets, total, t_start, args, results, out)
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    print(markdown(results))
+    print(f"wrote {out / 'gpu_suite.json'} and {out / 'gpu_suite.md'} in {time.perf_counter() - t_start:.0f} s")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def run_sections(
+    names: list[str],
+    budgets: dict[str, float],
+    total: float,
+    t_start: float,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    out: Path,
+) -> None:
+    """Run the sections in order within the suite's total budget, rewriting the results after each."""
     for name in names:
+        if _INTERRUPTED:
+            break
         left = total - (time.perf_counter() - t_start)
         budget = min(budgets[name], left)
         t0 = time.perf_counter()
@@ -1189,15 +1279,11 @@ def main(argv: list[str] | None = None) -> int:
         results["sections"][name] = data
         fwd = results["sections"].get("forward", {}).get("rows", [])
         trn = results["sections"].get("train", {}).get("rows", [])
-        results["decisions"] = conv_impl_decision(fwd, trn)
+        results["decisions"] = {"device_type": results["environment"]["device"].split(":")[0]}
+        results["decisions"].update(conv_impl_decision(fwd, trn))
         results["elapsed_s"] = round(time.perf_counter() - t_start, 1)
         write_results(results, out)
         print(f"== {name}: {data['status']} in {data['seconds']:.0f} s (budget {budget:.0f} s)", flush=True)
-    print(markdown(results))
-    print(f"wrote {out / 'gpu_suite.json'} and {out / 'gpu_suite.md'} in {time.perf_counter() - t_start:.0f} s")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
 
 
 if __name__ == "__main__":

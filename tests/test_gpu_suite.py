@@ -184,3 +184,28 @@ def test_conv_impl_decision_follows_the_times():
              (("views", 1.0), ("conv3d", 8.0))]  # fmt: skip
     assert suite.conv_impl_decision(faster_conv3d, train)["conv_impl"] == "views"  # (0.5 * 1 * 8)^(1/3) > 1
     assert suite.conv_impl_decision([f("a", "views", 1.0)], [])["conv_impl"] is None
+
+
+def test_sigterm_stops_the_running_section_and_keeps_the_results(tmp_path):
+    """``timeout`` sends SIGTERM: the section's child (its own session, so a plain kill of the suite would leave it
+    holding the GPU) is killed and the JSON records the interruption."""
+    import subprocess
+    import time
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--device", "cpu", "--sections",
+           "decode,flow", "--inject", "decode:hang", "--section-budget", "decode=120", "--out", str(out),
+           "--work", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})
+    partial = tmp_path / "partial-decode.json"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "before the injected hang" not in (
+        partial.read_text() if partial.exists() else ""
+    ):
+        time.sleep(0.2)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    res = json.loads((out / "gpu_suite.json").read_text())
+    assert res["sections"]["decode"]["status"] == "interrupted"
+    assert res["sections"]["decode"]["rows"] == [{"what": "before the injected hang"}]
+    assert "flow" not in res["sections"]  # nothing started after the signal
