@@ -13,11 +13,17 @@ count):
 * ``+ one scaler``     + the same resize through one ``VideoReformatter`` per file (p3d now; identical pixels);
 * ``extraction item``  ``VideoClipsDataset(raw=True)[i]``: open, index, decode, resize, 20 centre-cropped 16×160×160
                        uint8 clips — what one decoding worker does per video in ``p3d extract``.
+
+``--items-only`` prints just the extraction-item rates as JSON, to compare two checkouts alternately::
+
+    for r in 1 2 3 4; do for src in OLD/src NEW/src; do PYTHONPATH=$src python benchmarks/bench_decode.py \
+        --items-only; done; done
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -55,11 +61,29 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work", default="/tmp/p3d_bench_decode")
+    ap.add_argument(
+        "--items-only",
+        action="store_true",
+        help="print only the extraction-item rates as JSON (to compare checkouts: PYTHONPATH=<src> per run)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     sizes = Sizes.for_device(torch.device("cpu"), tiny=False)
     sizes.unique_videos = args.videos
     work = Path(args.work)
+    if args.items_only:
+        rates = {}
+        for codec in ("h264", "mpeg4"):
+            paths = ensure_videos(sizes, work, codec)
+            ds = VideoClipsDataset(video_list(paths, len(paths), work), sizes.spec, num_clips=20, raw=True)
+            ds[0]
+            c0 = time.process_time()
+            for i in range(len(ds)):
+                clear_index_cache()
+                ds[i]
+            rates[codec] = round(len(ds) * sizes.video_frames / (time.process_time() - c0))
+        print(json.dumps(rates))
+        return
     print("| codec | Mbit/s | codec alone | + to_ndarray (before) | + one scaler (now) | extraction item | clips/s |")
     print("|---|---|---|---|---|---|---|")
     for codec in ("h264", "mpeg4"):

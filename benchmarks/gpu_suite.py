@@ -18,8 +18,6 @@ nothing else; the results file is rewritten atomically after every measurement):
 * ``train``    a training step (SGD momentum 0.9, the paper's) with AMP: bf16, and fp16 with ``GradScaler``; BN
                frozen but the first (the paper's fine-tuning protocol) and trainable; both implementations; the
                port's formulation for reference; batch chosen by the device's memory.
-* ``compile``  ``torch.compile`` of the BN-folded inference model (what extraction runs): compile time, eager vs
-               folded vs compiled.
 * ``decode``   UCF101-like files (320×240, ~7 s at 25 fps, key frame every 12 frames; H.264 and MPEG-4 Part 2 as
                in UCF101's XviD AVIs) through the extraction's decoder (20 clips, resize in the decoder's scaler,
                centre crop, uint8): frames/s and clips/s per core, and through the DataLoader with N workers.
@@ -27,6 +25,8 @@ nothing else; the results file is rewritten atomically after every measurement):
                several worker counts and the automatic plan (:func:`p3d.data.loader.plan_loader`): frames/s decoded,
                clips/s through the model, the share of wall time in model batches, waiting on the loader, and so
                the GPU's idle share; against the pure forward rate.
+* ``compile``  ``torch.compile`` of the BN-folded inference model (what extraction runs): compile time, eager vs
+               folded vs compiled.
 * ``flow``     pairs/s of the TV-L1 engine (``p3d.flow.tvl1``) if the package exists (skipped with a note if not).
 
 Sizes follow the device: on CUDA the training batch comes from ``torch.cuda.mem_get_info`` (and halves on an
@@ -82,7 +82,8 @@ from p3d.models import count_flops, create_model  # noqa: E402
 from p3d.models.layers import DEFAULT_CONV_IMPL, use_conv_impl  # noqa: E402
 from p3d.spec import InputSpec  # noqa: E402
 
-SECTIONS = ("equal", "forward", "train", "compile", "decode", "extract", "flow")
+# in order of importance: the long compile runs late, so that if it overruns the extraction numbers already exist
+SECTIONS = ("equal", "forward", "train", "decode", "extract", "compile", "flow")
 # seconds per section on a GPU (child start and CUDA initialisation included); 345 s in all
 BUDGETS = {"equal": 25, "forward": 70, "train": 55, "compile": 70, "decode": 30, "extract": 75, "flow": 20}
 TINY_BUDGET = 120  # per section on a CPU at --tiny sizes (they take a few seconds)
@@ -293,10 +294,11 @@ class Section:
     def left(self) -> float:
         return self.deadline - time.perf_counter()
 
-    def row(self, **row: Any) -> dict[str, Any]:
+    def row(self, save: bool = True, **row: Any) -> dict[str, Any]:
         row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
         self.data["rows"].append(row)
-        self.save()
+        if save:
+            self.save()
         print(f"  [{self.name}] " + "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         return row
 
@@ -306,7 +308,7 @@ class Section:
         print(f"  [{self.name}] note: {text}", flush=True)
 
     def skipped(self, what: dict[str, Any], why: str = "time budget spent") -> None:
-        self.row(**what, status=f"skipped: {why}")
+        self.row(save=False, **what, status=f"skipped: {why}")  # saved with the next row or at the end
 
     def save(self) -> None:
         if self.partial is not None:
@@ -1045,7 +1047,7 @@ def run_child(name: str, budget: float, args: argparse.Namespace, partial: Path)
         partial.unlink()
     proc = subprocess.Popen(cmd, start_new_session=True)
     _CHILDREN.add(proc)
-    status, grace = None, min(15.0, max(2.0, 0.5 * budget))
+    status, grace = None, min(5.0, max(2.0, 0.5 * budget))  # the child's own soft deadline leaves it ~8 % to exit
     try:
         rc = proc.wait(timeout=budget + grace)
     except subprocess.TimeoutExpired:
@@ -1265,7 +1267,7 @@ def run_sections(
         if _INTERRUPTED:
             break
         left = total - (time.perf_counter() - t_start)
-        budget = min(budgets[name], left)
+        budget = max(0.0, min(budgets[name], left))
         t0 = time.perf_counter()
         if budget < 3:
             data = {"status": "skipped", "error": "the suite's total budget is spent", "rows": [], "notes": []}
