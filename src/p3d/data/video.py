@@ -63,8 +63,8 @@ def normalize_id(s: str) -> str:
 
 # swscale interpolation used when resizing while converting to RGB.
 DEFAULT_INTERPOLATION = "BILINEAR"
-# A wanted frame at most this many frames after the last one is reached by decoding on rather than by seeking
-# (measured on 320x240 H.264 with a 12-frame GOP: seeking at every key frame cost ~30 % of test-clip decoding).
+# A wanted frame at most this many frames after the last one is reached by decoding on rather than by seeking (the
+# 20 overlapping test clips want every frame: with a 12-frame GOP that was a seek and a decoder flush per GOP).
 _DECODE_ON_FRAMES = 4
 
 
