@@ -93,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             f"{stats.clips} clips in {stats.seconds:.1f}s ({stats.videos_per_second:.2f} videos/s, "
             f"{stats.clips_per_second:.1f} clips/s)"
         )
+        if stats.loader is not None:
+            print(f"{who}loader: {stats.loader.describe()}; main loop waited on it {stats.wait_seconds:.1f}s")
         for vid, reason in sorted(stats.bad.items()):
             print(f"  bad: {vid}: {reason}")
         if args.merge:

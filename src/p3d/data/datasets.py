@@ -735,20 +735,24 @@ class VideoClipsDataset(Dataset):
             raise VideoReadError(s.path, "file not found")
         with VideoReader(s.path, threads=self.threads) as r:
             idx = self.clip_indices(r, s)
-            frames = r.get_frames(idx[k] if self.flat else idx.reshape(-1), size=self.transform.decode_size)
+            want = idx[k] if self.flat else idx.reshape(-1)
+            if self.raw:
+                # test clips overlap (20 × 16 frames of a ~180-frame video): crop each decoded frame once and gather
+                # the clips straight into their final array (one copy instead of three)
+                uniq, inverse = np.unique(want, return_inverse=True)
+                frames = self.transform.crop_flip(r.get_frames(uniq, size=self.transform.decode_size))
+                out = torch.empty((len(want), *frames.shape[1:]), dtype=torch.uint8)
+                dst = out.numpy()
+                for j, u in enumerate(inverse.reshape(-1).tolist()):  # row copies: faster than fancy indexing
+                    dst[j] = frames[u]
+                clips = out if self.flat else out.view(self.num_clips, self.spec.clip_len, *out.shape[1:])
+                return clips if not self.flip else torch.cat([clips, hflip_frames(clips, self.spec)])
+            frames = r.get_frames(want, size=self.transform.decode_size)
         if self.flat:
-            return self._finish(frames)
+            return self.transform(frames)
         frames = frames.reshape(self.num_clips, self.spec.clip_len, *frames.shape[1:])
-        clips = torch.stack([self._finish(f) for f in frames])
-        if not self.flip:
-            return clips
-        return torch.cat([clips, hflip_frames(clips, self.spec) if self.raw else hflip(clips, self.spec)])
-
-    def _finish(self, frames: np.ndarray) -> torch.Tensor:
-        """One clip's decoded frames → uint8 ``(T, h, w, 3)`` (``raw``) or the normalised float clip."""
-        if self.raw:
-            return torch.from_numpy(np.ascontiguousarray(self.transform.crop_flip(frames)))
-        return self.transform(frames)
+        clips = torch.stack([self.transform(f) for f in frames])
+        return torch.cat([clips, hflip(clips, self.spec)]) if self.flip else clips
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         v, k = divmod(int(i), self.num_clips) if self.flat else (int(i), -1)

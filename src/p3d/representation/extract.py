@@ -12,6 +12,11 @@ video boundaries, so the model never sees the ragged tail of a video as a small 
 descriptor is written once all its clips are done.  Results go through
 :class:`p3d.representation.store.FeatureWriter` (atomic parts, resumable, one part series per rank).  BatchNorm is
 folded into the convolutions once before the run (:func:`p3d.models.fuse_for_inference`).
+
+Keeping a GPU busy: on CUDA, without an explicit worker count, the loader is sized from measured rates
+(:func:`p3d.data.loader.plan_loader`): a short probe of this model's clips/s and of one worker's decode rate on the
+first videos, then ``ceil(model / decode)`` workers (capped by the cores) and a prefetch depth of two model batches.
+:class:`ExtractStats` records the plan and how long the main loop waited on the loader.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from p3d.data.datasets import Sample, SampleList, VideoClipsDataset, video_ids
-from p3d.data.loader import build_loader
+from p3d.data.loader import LoaderPlan, build_loader, plan_loader, probe_decode_rate
 from p3d.data.transforms import to_model_input
 from p3d.data.video import normalize_id
 from p3d.engine.inference import autocast, for_inference, iter_video_outputs
@@ -64,7 +69,12 @@ def reduce_layer(x: Tensor, map_pooling: str = "max") -> Tensor:
 
 @dataclass
 class ExtractStats:
-    """What a run did: videos written, bad videos (id -> reason), skipped (already done), clips, seconds."""
+    """What a run did: videos written, bad videos (id -> reason), skipped (already done), clips, seconds.
+
+    ``forward_seconds``: time in model batches (copy to the device, forward, results back); ``wait_seconds``: time
+    the main loop waited for the loader's next video; ``workers``: decoding processes used; ``loader``: the
+    measured plan when the loader was sized automatically (:func:`p3d.data.loader.plan_loader`).
+    """
 
     written: int = 0
     bad: dict[str, str] = field(default_factory=dict)
@@ -72,6 +82,9 @@ class ExtractStats:
     clips: int = 0
     seconds: float = 0.0
     forward_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    workers: int = 0
+    loader: LoaderPlan | None = None
 
     @property
     def videos_per_second(self) -> float:
@@ -154,7 +167,7 @@ def extract_features(
     batch_size: int = 32,
     map_pooling: str = "max",
     clip_level: bool = False,
-    num_workers: int | None = None,
+    num_workers: int | str | None = None,
     device: str | torch.device = "cpu",
     amp: bool | str = False,
     rank: int = 0,
@@ -170,6 +183,8 @@ def extract_features(
         samples: the videos (any dataset format of :mod:`p3d.data`); ids from :func:`p3d.data.video_ids`.
         layers: names accepted by ``model.forward_layers`` (e.g. pool5, res5c, res4_last, logits, prob).
         batch_size: clips per forward pass (flipped clips count as clips).
+        num_workers: decoding processes; ``None``: sized from measured rates on CUDA (:func:`plan_workers`),
+            :func:`p3d.data.default_num_workers` elsewhere; ``"auto"``: sized from measured rates on any device.
         rank, world_size: this process's shard is every ``world_size``-th video from ``rank`` (of the
             full list; those already in the store, written by any rank or an earlier run, are skipped).
     Returns:
@@ -201,7 +216,18 @@ def extract_features(
         _record_missing(writer, getattr(samples, "missing", []), stats)
     spec = net.input_spec
     ds = VideoClipsDataset([items[i] for i in mine], spec, num_clips=num_clips, flip=flip, raw=True)
-    loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=2)
+    prefetch = 2
+    if num_workers == "auto" or (num_workers is None and device.type == "cuda"):
+        stats.loader = plan_workers(net, ds, names, batch_size=batch_size, device=device, amp=amp)
+        if stats.loader is not None:
+            num_workers, prefetch = stats.loader.workers, stats.loader.prefetch_factor
+            log.info("loader: %s", stats.loader.describe())
+        else:
+            num_workers = None
+    elif isinstance(num_workers, str):
+        raise ValueError(f"num_workers must be an integer, None or 'auto', got {num_workers!r}")
+    loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=prefetch)
+    stats.workers = loader.num_workers
     from tqdm import tqdm
 
     bar = tqdm(total=len(mine), unit="video", disable=not progress, dynamic_ncols=True, desc=f"extract r{rank}")
@@ -215,7 +241,7 @@ def extract_features(
         if on_batch is not None:
             on_batch(n)
 
-    videos = ((it["video_index"], it["clips"] if it["valid"] else None, it["error"]) for it in loader)
+    videos = ((it["video_index"], it["clips"] if it["valid"] else None, it["error"]) for it in _waited(loader, stats))
     try:
         for slot, feats, error in iter_video_outputs(
             videos,
@@ -245,6 +271,49 @@ def extract_features(
     return stats
 
 
+def _waited(loader: Iterable[Any], stats: ExtractStats) -> Iterator[Any]:
+    """The loader's items, adding the time spent waiting for each to ``stats.wait_seconds``."""
+    it = iter(loader)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        stats.wait_seconds += time.perf_counter() - t
+        yield item
+
+
+def plan_workers(
+    net: nn.Module,
+    dataset: VideoClipsDataset,
+    layers: Sequence[str],
+    *,
+    batch_size: int,
+    device: str | torch.device,
+    amp: bool | str = False,
+    probe_items: int = 2,
+) -> LoaderPlan | None:
+    """Size the decoding pool for ``net`` (ready for inference, on ``device``) reading ``dataset`` (one video per
+    item): measures the model's clips/s on a resident batch of ``batch_size`` and one worker's decode rate on the
+    first ``probe_items`` videos, then :func:`p3d.data.loader.plan_loader`.  ``None`` when nothing could be probed
+    (an empty dataset or no readable video among the probed ones): the caller falls back to the default."""
+    if len(dataset) == 0:
+        return None
+    try:
+        decode = probe_decode_rate(dataset, max_items=probe_items)
+    except ValueError:
+        return None
+    clips_per_item = dataset.num_clips * (2 if dataset.flip else 1)
+    model = _forward_rate(net, net.input_spec, layers, batch_size, iters=3, device=device, amp=amp)
+    return plan_loader(
+        model / clips_per_item,
+        decode,
+        items_per_batch=batch_size / clips_per_item,
+        item_bytes=clips_per_item * int(np.prod(dataset.clip_shape)),
+    )
+
+
 def _video_features(
     feats: dict[str, np.ndarray], num_clips: int, flip: bool, clip_level: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
@@ -262,13 +331,27 @@ def forward_throughput(
     batch_size: int,
     iters: int = 5,
     device: str | torch.device = "cpu",
-    amp: bool = False,
+    amp: bool | str = False,
     map_pooling: str = "max",
 ) -> float:
     """Pure model throughput in clips/s: ``forward_layers`` on a resident random batch (1 warm-up pass), with the
     same inference preparation as :func:`extract_features`."""
     device = torch.device(device)
-    net = for_inference(model, device)
+    return _forward_rate(for_inference(model, device), spec, layers, batch_size, iters, device, amp, map_pooling)
+
+
+def _forward_rate(
+    net: nn.Module,
+    spec: InputSpec,
+    layers: Sequence[str],
+    batch_size: int,
+    iters: int,
+    device: str | torch.device,
+    amp: bool | str,
+    map_pooling: str = "max",
+) -> float:
+    """Clips/s of ``net`` (already prepared for inference on ``device``) on a resident random batch."""
+    device = torch.device(device)
     h, w = spec.size
     x = torch.randn(batch_size, spec.channels, spec.clip_len, h, w, device=device)
     with torch.inference_mode(), autocast(device, amp):
