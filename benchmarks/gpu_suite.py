@@ -930,9 +930,8 @@ def section_flow(sec: Section) -> None:
         sec.note(f"p3d.flow is not in this build ({e}); the TV-L1 engine is measured once it is merged")
         sec.data["summary"]["skipped"] = True
         return
-    from p3d.flow import rgb_to_grey
-
     from p3d.data import read_video
+    from p3d.flow import rgb_to_grey
 
     dev, s = sec.device, sec.sizes
     video = ensure_videos(s, Path(sec.args.work), "h264")[0]
