@@ -31,8 +31,8 @@ def ws(tmp_path_factory) -> Path:
     tiny += ["--size", "32", "32", "--resize", "36", "36", "--batch-size", "2", "--accum-steps", "1"]
     argv = ["train", "--dataset", "ucf101", "--data-root", str(w / "data"), *tiny, "--iterations", "1"]
     assert main([*argv, "--val-every", "0", "--workers", "0", "--no-progress", "--out", str(w / "run")]) == 0
-    assert main(["extract", "ucf101", str(w / "data"), "-o", str(w / "feats"), "--weights", str(w / "run"), "--num-clips", "1",
-                 "--workers", "0", "--no-progress"]) == 0  # fmt: skip
+    store = ["-o", str(w / "feats"), "--weights", str(w / "run"), "--num-clips", "1", "--workers", "0"]
+    assert main(["extract", "ucf101", str(w / "data"), *store, "--no-progress"]) == 0
     b = w / "bad"
     (b / "folder").mkdir(parents=True)
     (b / "empty.txt").write_text("")
@@ -106,6 +106,8 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["export", "run", "-o", "x.onnx", "--batch", "0"], ["--batch must be >= 1"]),
     (["export", "run", "-o", "x.pt", "--atol", "-1"], ["--atol must be >= 0"]),
     (["export", "run", "-o", "x.xyz"], ["cannot tell the format"]),
+    (["export", "run", "-o", "x.onnx", "--opset", "99"], ["opset must be in 1..", "got 99"]),
+    (["visualize", "--weights", "run", "--class", "0", "-o", "v.gif", "--blur", "nan", "1"], ["--blur must be"]),
     (["visualize", "--weights", "run", "--class", "7", "-o", "v.gif"], ["class index 7"]),
     (["visualize", "--weights", "run", "--class", "0", "-o", "v.gif", "--lr", "inf"], ["--lr must be a finite"]),
     (["visualize", "--weights", "run", "--class", "0", "-o", "v.txt"], ["v.txt", ".gif or .mp4"]),
@@ -130,7 +132,7 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["test", "run", "--data-root", "missing-data"], ["missing-data", "classInd.txt"]),
     (["test", "run", "--data-root", "data", "--annotations", "bad/empty.txt"], ["bad/empty.txt"]),
     (["predict", "--weights", "run", "missing.mp4"], ["missing.mp4", "not found"]),
-    (["predict", "--weights", "run", "bad/folder"], ["bad/folder"]),
+    (["predict", "--weights", "run", "bad/folder"], ["bad/folder", "is a folder"]),
     (["predict", "--weights", "run", VIDEO, "--classes", "bad/binary.bin"], ["bad/binary.bin", "not a text"]),
     (["predict", "--weights", "run", VIDEO, "--classes", "missing.txt"], ["missing.txt", "not found"]),
     (["predict", "--weights", "run", VIDEO, "--classes", "bad/folder"], ["bad/folder", "is a folder"]),
@@ -148,6 +150,11 @@ CASES: list[tuple[list[str], list[str]]] = [
         ["bad/empty.txt", "ActivityNet JSON"],
     ),  # fmt: skip
     (["extract", "folder", "bad/folder", "-o", "f1", "--weights", "run"], ["bad/folder", "no videos"]),
+    (
+        ["extract", "kinetics", "data", "--annotations", "bad/folder", "-o", "f1", "--weights", "run"],
+        ["bad/folder", "is a folder"],
+    ),  # fmt: skip
+    (["extract", "manifest", "bad/folder", "-o", "f1", "--weights", "run"], ["bad/folder", "is a folder"]),
     (["extract", "data", "-o", "bad/empty.txt", "--weights", "run"], ["bad/empty.txt", "directory"]),
     (["extract", "data", "-o", "f1", "--weights", "bad/folder"], ["bad/folder"]),
     (["svm", "missing-feats", "--kfold", "2"], ["missing-feats"]),
@@ -248,6 +255,8 @@ def _one_error_line(err: str, command: str) -> str:
 
 @pytest.mark.parametrize("argv,expect", CASES, ids=[" ".join(a)[:70] for a, _ in CASES])
 def test_bad_input_is_one_line(ws, argv, expect, capsys, monkeypatch):
+    if "--opset" in argv:
+        pytest.importorskip("onnx")
     rc, _, err = _run(ws, argv, capsys, monkeypatch)
     line = _one_error_line(err, argv[0])
     assert rc == 2, line
@@ -276,8 +285,8 @@ def test_normal_sizes_are_not_refused(ws, capsys, monkeypatch):
 def test_unexpected_errors_are_one_line_with_a_hint():
     assert describe_error(KeyError("x")) == ("KeyError: 'x' (run with --debug for the traceback)", 1)
     hint = "(run with --debug for the traceback)"
-    assert describe_error(RuntimeError("boom\n  detail")) == (f"RuntimeError: boom detail {hint}", 1)
-    assert describe_error(ValueError("bad\nvalue")) == ("bad value", 2)
+    assert describe_error(RuntimeError("boom\n  detail")) == (f"RuntimeError: boom; detail {hint}", 1)
+    assert describe_error(ValueError("bad:\n  a 1\n  b 2\nfix it")) == ("bad: a 1; b 2; fix it", 2)
     assert describe_error(IsADirectoryError(21, "Is a directory", "out")) == ("out: Is a directory", 2)
     assert describe_error(PermissionError(13, "Permission denied", "a", None, "b")) == ("a -> b: Permission denied", 2)
     alloc = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes"

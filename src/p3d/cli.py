@@ -69,8 +69,9 @@ def describe_error(e: BaseException) -> tuple[str, int]:
     if isinstance(e, OSError) and e.filename is not None and not isinstance(e, P3DError):
         where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
         return f"{where}: {e.strerror or e}", 2
-    text = re.sub(r"\s*\n\s*", " ", str(e)).strip()
-    if isinstance(e, (P3DError, ValueError, OSError)):
+    # a multi-line message (e.g. a list of mismatched keys) becomes one line: "; " joins its lines
+    text = re.sub(r"([:,;]?)\s*\n\s*", lambda m: m.group(1) + (" " if m.group(1) else "; "), str(e).strip())
+    if isinstance(e, (P3DError, ValueError, OSError, ImportError)):  # ImportError: an optional extra is missing
         return text or type(e).__name__, 2
     hint = "run with --debug for the traceback"
     return f"{type(e).__name__}: {text} ({hint})" if text else f"{type(e).__name__} ({hint})", 1
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`p3d ... | head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except Exception as e:  # noqa: BLE001 - the one place every error of a command becomes one line
         if debug:
             import traceback

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.weights is None:
         raise ValueError("--weights is required (a run folder, checkpoint, tag or .safetensors)")
     for v in args.videos:
+        if Path(v).is_dir():
+            raise IsADirectoryError(f"{v}: is a folder, expected a video file")
         if not Path(v).is_file():
             raise FileNotFoundError(f"{v}: video not found")
     model = model_from_args(args)

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive(steps=args.steps, octaves=args.octaves, scale=args.scale, fps=args.fps)
     check_positive_float(lr=args.lr)
     check_non_negative(jitter=args.jitter, seed=args.seed)
+    if not all(0 <= b < float("inf") for b in args.blur):
+        raise ValueError(f"--blur must be two finite sigmas >= 0, got {args.blur}")
     if Path(args.output).suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"{args.output}: the animation must be a .gif or .mp4 file")
     check_writable(Path(args.output).parent)  # before the gradient steps, not after them

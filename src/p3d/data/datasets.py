@@ -129,6 +129,8 @@ class SampleList:
 def _lines(path: str | os.PathLike[str]) -> list[str]:
     """Non-empty stripped lines; CRLF/CR endings and a UTF-8 BOM are fine."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder, expected an annotation file")
     if not p.is_file():
         raise FileNotFoundError(f"{p}: annotation file not found")
     text = p.read_bytes().decode("utf-8-sig", errors="replace")
