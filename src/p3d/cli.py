@@ -2,12 +2,19 @@
 
 Each sub-command is a small module in ``p3d.commands`` with ``add_arguments(parser)`` and ``run(args) -> int``;
 they are imported only when used so ``p3d --help`` stays fast.
+
+Errors never end in a traceback: bad input (a missing or malformed file, a value out of range, a size whose memory
+cannot fit) is one line ``p3d COMMAND: error: ...`` naming the file or argument, exit status 2; anything else is
+one line with the exception's type and a hint, exit status 1.  ``--debug`` (before or after the command) or
+``P3D_DEBUG=1`` prints the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import re
 import sys
 
 # name -> (module, one-line help)
@@ -32,33 +39,70 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+DEBUG_HELP = "on an error, print the traceback too (or set P3D_DEBUG=1)"
+
+
 def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="p3d", description="Pseudo-3D Residual Networks for video.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        # SUPPRESS: an absent sub-command flag must not reset a --debug given before the command
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         if argv_command == name:  # only import the module of the command actually run
             importlib.import_module(module).add_arguments(p)
     return parser
 
 
+def describe_error(e: BaseException) -> tuple[str, int]:
+    """One line for an exception that ends a command, and the exit status: 2 for bad input (the message names the
+    file or argument), 1 for anything unexpected (with the type and how to see the traceback)."""
+    from p3d.errors import P3DError, is_out_of_memory
+
+    if is_out_of_memory(e):
+        m = re.search(r"allocate (\d+) bytes", str(e))
+        size = f" {int(m.group(1)) / 2**30:.1f} GiB" if m else ""
+        return f"out of memory: could not allocate{size}; use a smaller model, clip size or batch size", 2
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file given is not UTF-8 text ({e.reason} at byte {e.start})", 2
+    if isinstance(e, OSError) and e.filename is not None and not isinstance(e, P3DError):
+        where = f"{e.filename} -> {e.filename2}" if e.filename2 is not None else str(e.filename)
+        return f"{where}: {e.strerror or e}", 2
+    # a multi-line message (e.g. a list of mismatched keys) becomes one line: "; " joins its lines
+    text = re.sub(r"([:,;]?)\s*\n\s*", lambda m: m.group(1) + (" " if m.group(1) else "; "), str(e).strip())
+    if isinstance(e, (P3DError, ValueError, OSError, ImportError)):  # ImportError: an optional extra is missing
+        return text or type(e).__name__, 2
+    hint = "run with --debug for the traceback"
+    return f"{type(e).__name__}: {text} ({hint})" if text else f"{type(e).__name__} ({hint})", 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv[0] if argv and argv[0] in COMMANDS else None
-    parser = build_parser(command)
+    command = next((a for a in argv if not a.startswith("-")), None)  # global options take no values
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(COMMANDS[args.command][0])
+    debug = args.debug or os.environ.get("P3D_DEBUG", "") not in ("", "0")
     try:
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
-        print(f"p3d {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # the reader went away (`p3d ... | head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
+    except Exception as e:  # noqa: BLE001 - the one place every error of a command becomes one line
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        message, status = describe_error(e)
+        print(f"p3d {args.command}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -28,3 +28,17 @@ class StorageError(P3DError, OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
+
+
+class MemoryLimitError(P3DError, ValueError):
+    """A run would need more memory than the machine has; raised before allocating, with the estimate and the
+    limit (:func:`p3d.engine.memory.check_memory`)."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocation failure (Python's MemoryError, torch's CPU allocator or CUDA out of memory),
+    which says nothing about the input being processed and must never be reported as, e.g., an unreadable video."""
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())

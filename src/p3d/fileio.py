@@ -31,6 +31,7 @@ __all__ = [
     "sha256_file",
     "sha256_bytes",
     "check_writable",
+    "read_text",
 ]
 
 _REASONS = {
@@ -39,6 +40,7 @@ _REASONS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
+    errno.EISDIR: "is a folder",
 }
 
 
@@ -136,3 +138,19 @@ def check_writable(folder: str | os.PathLike[str]) -> Path:
     except OSError as e:
         raise storage_error(folder, e, "writing") from None
     return folder
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The text of a file the user named (a list, class index, config...): a missing file, a folder, an unreadable
+    file or one that is not UTF-8 text is one line naming the path and ``what`` it should be."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder, expected a {what}")
+    try:
+        return p.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: {what} not found") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not a text {what} (byte {e.start} is not UTF-8; a binary file?)") from None
+    except OSError as e:
+        raise OSError(f"{p}: cannot read the {what}: {e.strerror or e}") from None

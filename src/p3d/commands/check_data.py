@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from p3d.commands._args import add_data_arguments, samples_from_args
@@ -21,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_non_negative, check_positive
+
+    check_non_negative(min_frames=args.min_frames)
+    check_positive(workers=args.workers)
     samples = samples_from_args(args)
     report = check_samples(
         samples,
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         write_manifest([s for s in report.good], args.write_clean, classes=samples.classes)
         print(f"wrote {len(report.good)} usable samples to {args.write_clean}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"summary": summary, "bad": report.bad, "missing": report.missing}, f, indent=1)
+        from p3d.fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"summary": summary, "bad": report.bad, "missing": report.missing})
     return 0 if not report.bad else 1

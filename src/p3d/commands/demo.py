@@ -54,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not 2 <= args.classes <= 8:
         raise ValueError(f"--classes must be in 2..8, got {args.classes}")
-    if args.iterations < 1:
-        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    from p3d.commands._args import check_non_negative, check_positive
+    from p3d.fileio import check_writable
+
+    check_positive(iterations=args.iterations, lr_step=args.lr_step)
+    check_positive(videos_per_class=args.videos_per_class, test_clips=args.test_clips)
+    check_non_negative(seed=args.seed, workers=args.workers)
+    check_writable(args.out)
     s = DemoSettings(
         num_classes=args.classes,
         videos_per_class=args.videos_per_class,

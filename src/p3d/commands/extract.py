@@ -14,10 +14,11 @@ from p3d.commands._args import (
     add_model_arguments,
     add_runtime_arguments,
     apply_input_arguments,
+    check_non_negative,
     check_positive,
     describe_data,
     model_from_args,
-    samples_from_args,
+    subset_samples,
 )
 
 
@@ -53,11 +54,17 @@ def run(args: argparse.Namespace) -> int:
     from p3d.representation.store import merge_features
 
     check_positive(num_clips=args.num_clips, batch_size=args.batch_size, flush_every=args.flush_every)
+    check_non_negative(workers=args.workers)
     info = init_distributed(args.device)
     try:
         model = model_from_args(args)
         apply_input_arguments(model, args)
-        samples, desc = samples_from_args(args, whole_split=True), describe_data(args)
+        parts, desc = subset_samples(args, whole_split=True), describe_data(args)
+        first, *rest = parts.values()
+        samples = first.union(*rest)
+        if info.is_main:  # what the store will hold: with a split and no --subset, every subset of it
+            what = ", ".join(f"{name} {len(s)}" for name, s in parts.items() if name is not None)
+            print(f"{desc}: {len(samples)} videos" + (f" ({what})" if what else "") + f" -> {args.output}")
         meta = build_meta(
             model,
             args.layers,

@@ -10,7 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from p3d.commands._args import add_model_arguments, add_runtime_arguments, check_positive, model_from_args
+from p3d.commands._args import (
+    add_model_arguments,
+    add_runtime_arguments,
+    check_non_negative,
+    check_positive,
+    model_from_args,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,15 +39,20 @@ def run(args: argparse.Namespace) -> int:
     from p3d.engine.evaluate import score_videos
 
     check_positive(topk=args.topk, clips=args.clips, batch_size=args.batch_size)
+    check_non_negative(workers=args.workers)
     if args.weights is None:
         raise ValueError("--weights is required (a run folder, checkpoint, tag or .safetensors)")
     for v in args.videos:
+        if Path(v).is_dir():
+            raise IsADirectoryError(f"{v}: is a folder, expected a video file")
         if not Path(v).is_file():
             raise FileNotFoundError(f"{v}: video not found")
     model = model_from_args(args)
     classes = list(model.pretrained_cfg.class_names or [])
     if args.classes:
-        classes = [ln.strip() for ln in Path(args.classes).read_text().splitlines() if ln.strip()]
+        from p3d.fileio import read_text
+
+        classes = [ln.strip() for ln in read_text(args.classes, "class names file").splitlines() if ln.strip()]
         if len(classes) != model.num_classes:
             raise ValueError(f"{args.classes}: {len(classes)} class names for a {model.num_classes}-way classifier")
     if model.num_classes < 1:

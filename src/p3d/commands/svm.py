@@ -26,10 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_positive, check_positive_float
     from p3d.evaluation.protocol import build_protocol
     from p3d.evaluation.svm import SVMConfig, run_protocol
     from p3d.representation.store import read_features
 
+    check_positive_float(C=args.C)
+    check_positive(pca=args.pca, topk=min(args.topk))
     fs = read_features(args.features)
     X = fs.layer(args.layer)
     layer = args.layer or ("pool5" if "pool5" in fs.video else fs.layers[0])

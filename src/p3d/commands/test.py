@@ -17,6 +17,7 @@ from p3d.commands._args import (
     add_data_arguments,
     add_model_arguments,
     add_runtime_arguments,
+    check_non_negative,
     check_positive,
     model_from_args,
     samples_from_args,
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_positive(clips=args.clips, batch_size=args.batch_size, topk=args.topk, max_videos=args.max_videos)
+    check_non_negative(workers=args.workers)
     run_dir = _run_dir(args.weights)
     out = Path(args.out) if args.out else (run_dir / "test" if run_dir is not None else Path("p3d-test"))
     info = init_distributed(args.device)

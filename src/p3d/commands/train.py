@@ -49,6 +49,10 @@ _FLAGS = {
 }
 
 
+# config key -> the flag as typed, for error messages
+_FLAG_NAMES = {key: f"--{flag.replace('_', '-')}" for flag, key in _FLAGS.items()} | {"data.kind": "--dataset"}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="configuration file (see --print-config)")
     p.add_argument(
@@ -141,12 +145,14 @@ def run(args: argparse.Namespace) -> int:
     from p3d.engine import DivergenceError, Trainer, load_config
     from p3d.engine.config import describe_config
     from p3d.engine.distributed import cleanup
+    from p3d.fileio import check_writable
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, args.overrides, flags_from_args(args))
+    cfg = load_config(args.config, args.overrides, flags_from_args(args), _FLAG_NAMES)
     if args.print_config:
         print(describe_config(cfg), end="")
         return 0
+    check_writable(cfg.run.out_dir)  # a run folder that cannot be written is found now, not at the first checkpoint
     # A bare `--resume` keeps the run's own iteration budget; --iterations, --config or --set optim.iterations=…
     # given again decide it (e.g. to extend a finished run).
     budget_given = (

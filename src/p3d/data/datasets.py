@@ -52,7 +52,7 @@ from p3d.data.sampling import (
 )
 from p3d.data.transforms import ClipTransform, hflip, hflip_frames
 from p3d.data.video import VIDEO_EXTENSIONS, VideoReader, list_videos, normalize_id
-from p3d.errors import VideoReadError
+from p3d.errors import VideoReadError, is_out_of_memory
 from p3d.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,8 @@ class SampleList:
 def _lines(path: str | os.PathLike[str]) -> list[str]:
     """Non-empty stripped lines; CRLF/CR endings and a UTF-8 BOM are fine."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder, expected an annotation file")
     if not p.is_file():
         raise FileNotFoundError(f"{p}: annotation file not found")
     text = p.read_bytes().decode("utf-8-sig", errors="replace")
@@ -464,6 +466,8 @@ def build_samples(
     ``folder``: ``root``.  ``manifest``: ``root`` = manifest file (or ``annotations`` with ``root`` as base).
     """
     if kind == "ucf101":
+        if split is not None and not str(split).strip().isdigit():
+            raise ValueError(f"UCF101 split must be 1, 2 or 3, got {split!r}")
         return parse_ucf101(root, int(split or 1), subset or "train", split_dir=annotations)
     if kind == "kinetics":
         if annotations is None:
@@ -761,6 +765,8 @@ class VideoClipsDataset(Dataset):
         try:
             clips = self._clips(s, k)
         except Exception as e:  # noqa: BLE001 - any failure of one video is reported, never fatal to the run
+            if is_out_of_memory(e):  # says nothing about the video: the run itself cannot go on
+                raise
             with self._failed.get_lock():
                 self._failed.value += 1
             error = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"

@@ -319,22 +319,27 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    flag_names: dict[str, str] | None = None,
 ) -> TrainConfig:
     """Defaults, then the YAML file ``path``, then typed ``flags`` (``{"optim.lr": 0.01}``), then ``section.key=value``
-    overrides; every value checked."""
+    overrides; every value checked.  ``flag_names`` (``{"data.num_workers": "--workers"}``) names the command-line
+    flag of a key in errors (default ``--<field>``)."""
     cfg = TrainConfig()
     if path is not None:
+        from p3d.fileio import read_text
+
         p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: config file not found")
+        text = read_text(p, "YAML config file")
         try:
-            d = yaml.safe_load(p.read_text()) or {}
+            d = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
         cfg.update(d, str(p))
     for key, value in (flags or {}).items():
-        cfg.set(key, value, f"--{key.split('.', 1)[1].replace('_', '-')}")
+        cfg.set(key, value, (flag_names or {}).get(key) or f"--{key.split('.', 1)[1].replace('_', '-')}")
     apply_overrides(cfg, overrides or [])
     cfg.validate()
     return cfg

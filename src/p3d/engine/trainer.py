@@ -41,6 +41,7 @@ from p3d.engine import checkpoint as ckpt
 from p3d.engine.config import DEFAULT_MODEL, TrainConfig, save_config
 from p3d.engine.distributed import DistInfo, ShardedSampler, all_gather_objects, init_distributed
 from p3d.engine.inference import autocast
+from p3d.engine.memory import check_memory, estimate_training
 from p3d.fileio import atomic_write_text
 from p3d.malloc import release_memory
 
@@ -279,6 +280,16 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.spec = self.model.input_spec
         self.multilabel = bool(self.train_samples.multilabel)
+        # refused here, before any clip is decoded: a size that cannot fit must not surface as every video
+        # "unreadable" or as the kernel killing the run
+        need = estimate_training(
+            self.model,
+            batch_size=cfg.optim.batch_size,
+            num_workers=cfg.data.num_workers,
+            device=self.device,
+            amp=cfg.run.amp,
+        )
+        check_memory(need, "training")
 
         self.dataset = ClipDataset(self.train_samples, self.spec, seed=cfg.run.seed, flip=cfg.data.flip)
         self.sampler = ShardedSampler(

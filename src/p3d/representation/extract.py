@@ -39,6 +39,7 @@ from p3d.data.loader import LoaderPlan, build_loader, plan_loader, probe_decode_
 from p3d.data.transforms import to_model_input
 from p3d.data.video import normalize_id
 from p3d.engine.inference import autocast, for_inference, iter_video_outputs
+from p3d.engine.memory import check_memory, estimate_inference
 from p3d.fileio import sha256_file
 from p3d.malloc import release_memory
 from p3d.representation.store import FeatureWriter
@@ -200,6 +201,17 @@ def extract_features(
     items = list(samples.samples if isinstance(samples, SampleList) else samples)
     ids = video_ids(items)
     device = torch.device(device)
+    clips = num_clips * (2 if flip else 1)
+    need = estimate_inference(
+        model,
+        batch_size=max(1, min(batch_size, len(items) * clips)),
+        num_clips=num_clips,
+        flip=flip,
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+    )
+    check_memory(need, "feature extraction")  # before the layer check's forward pass and any decoding
     net = for_inference(model, device)
     names = list(layers)
     _check_layers(net, names, map_pooling, device)
