@@ -20,6 +20,7 @@ from p3d.evaluation.timeline import (
     make_timeline,
     match_video_ids,
     read_timeline,
+    window_cells,
     write_timeline,
 )
 from p3d.representation.store import FeatureWriter, read_features
@@ -54,8 +55,11 @@ def test_timeline_files(tmp_path):
     scores[8:16] = [0.9, 0.05, 0.05]
     params = DetectionParams(threshold=0.6, smoothing=3)
     tl = make_timeline("a/b c.mp4", scores, times, CLASSES, params)
-    assert tl.segments == detect_segments(scores, times, threshold=0.6, smoothing=3, class_names=CLASSES)
-    assert tl.segments[0]["label"] == "X"
+    # windows of 1 s every 0.5 s: each stands for the 0.5 s around its centre (the first from 0, the last to 15.5)
+    cells = window_cells(times)
+    np.testing.assert_allclose(cells[[0, 1, -1]], [[0.0, 0.75], [0.75, 1.25], [14.75, 15.5]])
+    assert tl.segments == detect_segments(scores, cells, threshold=0.6, smoothing=3, class_names=CLASSES)
+    assert tl.segments[0]["label"] == "X" and tl.segments[0]["start"] == pytest.approx(4.25)
     paths = write_timeline(tl, tmp_path, ground_truth=[{"start": 4.0, "end": 8.5, "label": "X"}])
     kinds = ("json", "windows.csv", "segments.csv", "png")
     assert {p.name for p in paths.values()} == {f"a__b_c.mp4.{e}" for e in kinds}
@@ -219,8 +223,9 @@ def test_predict_timeline_and_localize(trained_like, tmp_path, capsys):
         tl = read_timeline(tmp_path / "tl" / f"{stem}.json")
         np.testing.assert_allclose(tl.scores, fs.sequence(stem, "prob"), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(tl.window_times, fs.window_times(stem))
+        cells = window_cells(tl.window_times)
         assert tl.segments == detect_segments(
-            tl.scores, tl.window_times, threshold=0.4, smoothing=3, nms_iou=0.5, class_names=tl.class_names
+            tl.scores, cells, threshold=0.4, smoothing=3, nms_iou=0.5, class_names=tl.class_names
         )
         found += len(tl.segments)
         for ext in ("windows.csv", "segments.csv", "png"):

@@ -67,11 +67,11 @@ def _read_source(source: Path, layer: str | None):
         from p3d.representation.store import read_features
 
         return store_window_scores(read_features(source), layer)
-    from p3d.evaluation.timeline import read_timeline
+    from p3d.evaluation.timeline import is_timeline, read_timeline
 
     if layer is not None:
         raise ValueError("--layer applies to a dense feature store, not to timeline files")
-    files = sorted(f for f in source.glob("*.json") if f.name not in ("metrics.json", "detections.json"))
+    files = sorted(f for f in source.glob("*.json") if is_timeline(f))
     if not files:
         raise FileNotFoundError(f"{source}: neither a feature store nor a folder of timeline .json files")
     out, names = {}, None

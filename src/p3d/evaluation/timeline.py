@@ -7,8 +7,11 @@ dense feature store).  Detection (:class:`DetectionParams`, applied by
 1. window scores are class probabilities (softmax of the classifier, ``prob``), one row per window;
 2. each class's curve is smoothed with a centred mean over ``smoothing`` windows (default 5);
 3. a class is "on" in a window where its smoothed score is ``>= threshold`` (default 0.5: with softmax scores at
-   most one class is on at a time); each run of "on" windows is a segment from the first window's start to the
-   last window's end, scored with the mean smoothed score over the run;
+   most one class is on at a time); each run of "on" windows is a segment, scored with the mean smoothed score over
+   the run.  A window's score stands for the time nearer its centre than any other window's (:func:`window_cells`:
+   from the midpoint with the previous window's centre to the midpoint with the next one's; the first and last
+   windows reach the video's start and end), so overlapping windows of 32 frames every 4 locate an action to about
+   4 frames, not 32;
 4. segments shorter than ``min_duration`` seconds (default 0) are dropped, and hard temporal NMS at tIoU
    ``nms_iou`` (default 0.5) runs per class.
 
@@ -100,6 +103,17 @@ class Timeline:
         }
 
 
+def window_cells(window_times: Any) -> np.ndarray:
+    """``(W, 2)`` the time each window's score stands for: between the midpoints of its centre with its neighbours'
+    (the first from its start, the last to its end); the cells tile ``[first start, last end]``."""
+    t = np.asarray(window_times, dtype=np.float64)
+    if t.ndim != 2 or t.shape[1] != 2 or len(t) == 0:
+        raise ValueError(f"window_times must be (W, 2) with W >= 1, got shape {t.shape}")
+    c = t.mean(axis=1)
+    edges = np.concatenate([[t[0, 0]], (c[1:] + c[:-1]) / 2, [max(t[-1, 1], c[-1])]])
+    return np.stack([edges[:-1], edges[1:]], axis=1)
+
+
 def make_timeline(
     video: str,
     scores: Any,
@@ -113,7 +127,7 @@ def make_timeline(
     t = np.asarray(window_times, dtype=np.float64)
     segments = detect_segments(
         x,
-        t,
+        window_cells(t),
         threshold=p.threshold,
         min_duration=p.min_duration,
         nms_iou=p.nms_iou,
@@ -203,6 +217,16 @@ def write_timeline(
     if plot:
         paths["png"] = plot_timeline_png(tl, out / f"{stem}.png", ground_truth)
     return paths
+
+
+def is_timeline(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a timeline ``.json`` (read from its first bytes: ``{"format": "p3d-timeline", ...``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    return head.startswith(b'{"format": "' + TIMELINE_FORMAT.encode() + b'"')
 
 
 def read_timeline(path: str | os.PathLike[str]) -> Timeline:
