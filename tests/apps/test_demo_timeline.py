@@ -8,10 +8,11 @@ import json
 import numpy as np
 
 from p3d.apps.demo import DemoSettings, run_demo
+from p3d.cli import main
 from p3d.evaluation.localization import TIOU_THRESHOLDS
 
 
-def test_demo_timeline_reports_localisation(tmp_path):
+def test_demo_timeline_reports_localisation(tmp_path, capsys):
     s = DemoSettings(
         num_classes=2,
         videos_per_class=6,
@@ -35,5 +36,11 @@ def test_demo_timeline_reports_localisation(tmp_path):
         assert r["windows"] > 0 and (tmp_path / r["timeline"]).read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "report.md").read_text()
     assert "## Untrimmed video" in md and f"| {loc['results'][0]['label']} | {loc['results'][0]['mAP'][0]:.3f} |" in md
+    # the saved timelines, scored again by p3d localize, give the report's numbers
+    gt_json = str(tmp_path / "untrimmed" / "activity_net.v1-3.min.json")
+    timelines = str(tmp_path / "untrimmed" / "timelines" / "p3d")
+    capsys.readouterr()
+    assert main(["localize", timelines, "--annotations", gt_json, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["detection"]["mAP"] == loc["results"][0]["mAP"]
     again = run_demo(tmp_path, s, features=False, timeline=True)  # the long videos are reused, the numbers the same
     assert again["localization"]["results"][0]["mAP"] == loc["results"][0]["mAP"]

@@ -182,3 +182,11 @@ def test_dataset_items_and_bad_files(tmp_path):
     assert "not a readable video" in bad[1] and "file not found" in bad[2]
     with pytest.raises(ValueError, match="chunk must be"):
         DenseWindowsDataset(items, spec, chunk=0)
+
+
+def test_video_shorter_than_a_window(tmp_path):
+    path = write(tmp_path / "short.mp4", make_frames(3))
+    spec = InputSpec(clip_len=8, size=(48, 64), resize=(48, 64))
+    (chunk,) = iter_video_windows(path, spec, stride=16)
+    assert chunk.total == 1 and [frame_index(f) for f in chunk.frames[0]] == [0, 1, 2, 2, 2, 2, 2, 2]
+    np.testing.assert_allclose(chunk.times, [[0.0, 0.12]])  # 3 frames at 25 fps

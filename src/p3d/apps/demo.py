@@ -18,7 +18,8 @@ they were computed from (sha256 of its weights): a retrained model's store is di
 an ActivityNet v1.3 JSON): each network scores windows every ``window_stride`` frames along every video
 (:mod:`p3d.representation.dense`), segments are read off the scores (:mod:`p3d.evaluation.timeline`) and scored as
 ActivityNet scores temporal localisation (mAP at tIoU 0.5:0.05:0.95 and their mean), plus video-level
-classification from the mean window scores: the report's "Untrimmed video" table and ``timeline_<model>.png``.
+classification from the mean window scores: the report's "Untrimmed video" table and ``timeline_<model>.png``;
+each video's timeline is in ``untrimmed/timelines/<model>/`` (``p3d localize`` reads them back).
 
 The training settings are :data:`p3d.engine.config.DEMO_OVERRIDES`: tiny networks from scratch need trainable
 BatchNorm and a higher learning rate than the paper's fine-tuning protocol, and no horizontal flips (they
@@ -309,7 +310,7 @@ def _localize(out: Path, rows: list[dict[str, Any]], s: DemoSettings) -> dict[st
     """Both trained networks on the long videos: window scores, segments, ActivityNet mAP@tIoU (module docstring)."""
     from p3d.data import parse_activitynet
     from p3d.evaluation.localization import read_ground_truth
-    from p3d.evaluation.timeline import DetectionParams, evaluate_localization, plot_timeline_png
+    from p3d.evaluation.timeline import DetectionParams, evaluate_localization, plot_timeline_png, write_timeline
     from p3d.models.resolve import load_model
     from p3d.representation.dense import iter_dense_features
 
@@ -332,6 +333,8 @@ def _localize(out: Path, rows: list[dict[str, Any]], s: DemoSettings) -> dict[st
         seconds = time.perf_counter() - t0
         names = list(net.pretrained_cfg.class_names)
         res = evaluate_localization(scores, names, gt, params)
+        for tl in res.timelines.values():  # p3d localize reads them back (e.g. to try other detection settings)
+            write_timeline(tl, root / "timelines" / r["key"], plot=False)
         first = sorted(res.timelines)[0]
         png = f"timeline_{r['key']}.png"
         plot_timeline_png(res.timelines[first], out / png, gt.segments[first])
