@@ -12,9 +12,9 @@ alternating, ``--repeats`` times:
   cut from a rolling buffer, batched across videos, forward, sequences written to a feature store) (windows/s);
 
 and prints the medians and the median of the per-repeat ratios dense / forward (goal: close to 1; the difference
-is the cost of decoding each frame once).  Both use the same model, batch size, device and thread count.  The CPU
-seconds per window of both (this process and its workers) give a ratio that other load on a shared machine
-disturbs less.
+is the cost of decoding each frame once, plus the last batch, padded to full size).  Both use the same model, batch
+size, device and thread count.  The CPU seconds per window of both (this process and its workers) give a ratio that
+other load on a shared machine disturbs less.
 """
 
 from __future__ import annotations
@@ -108,9 +108,13 @@ def main() -> None:
 
         forward_pass()  # warm-up: oneDNN primitives for this batch size
         fwd, dense, cpu_fwd, cpu_dense = [], [], [], []
-        for k in range(args.repeats):
-            f, cf = forward_pass()
-            d, cd = dense_pass(k)
+        for k in range(args.repeats):  # alternating which goes first, so that a load trend favours neither
+            if k % 2:
+                d, cd = dense_pass(k)
+                f, cf = forward_pass()
+            else:
+                f, cf = forward_pass()
+                d, cd = dense_pass(k)
             fwd.append(f), dense.append(d), cpu_fwd.append(cf), cpu_dense.append(cd)
             print(f"repeat {k}: forward {f:.2f} windows/s, dense {d:.2f} windows/s, ratio {d / f:.3f}")
     res = {
