@@ -6,6 +6,7 @@ directory, where the test first puts what the README's commands name:
 
 * ``UCF101/`` — a synthetic dataset in the UCF101 layout (``UCF-101/<Class>/*.mp4``, ``ucfTrainTestlist/``);
 * ``my_videos/`` — the same videos as one folder per class;
+* ``ActivityNet/`` — long synthetic videos with ActivityNet v1.3 annotations (``make_synthetic_untrimmed``);
 * ``video.mp4`` — one of them;  ``pairs.txt`` — ASLAN-style pairs of its videos;
 * ``p3d_resnet_kinetics.caffemodel`` and ``deploy_p3d_resnet_kinetics.prototxt`` — a tiny deploy net in the
   authors' naming scheme with random weights (``tests/convert/caffe_reference.py``), as the real files are 260 MB.
@@ -77,7 +78,7 @@ def test_the_readme_documents_the_chain():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    from p3d.data import make_synthetic_dataset
+    from p3d.data import make_synthetic_dataset, make_synthetic_untrimmed
     from p3d.data.video import normalize_id
     from tests.convert.conftest import make_caffe
 
@@ -89,6 +90,7 @@ def workspace(tmp_path_factory) -> Path:
     ids = [normalize_id(str(v.relative_to(w / "UCF101" / "UCF-101"))) for v in videos]
     pairs = [f"{a} {b} {int(a.split('/')[0] == b.split('/')[0])}\n" for i, a in enumerate(ids) for b in ids[i + 1 :]]
     (w / "pairs.txt").write_text("".join(pairs))
+    make_synthetic_untrimmed(w / "ActivityNet", num_videos=4, num_classes=3, size=(48, 64), seed=0)
     proto, model, *_ = make_caffe(w, name="tiny", x_shape=(1, 3, 8, 64, 64))
     proto.rename(w / "deploy_p3d_resnet_kinetics.prototxt")
     model.rename(w / "p3d_resnet_kinetics.caffemodel")

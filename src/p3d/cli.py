@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "visualize": ("p3d.commands.visualize", "DeepDraw: a clip that maximises one class score (GIF/MP4 + PNG strip)"),
     "train": ("p3d.commands.train", "train a model with the paper's protocol (resumable, torchrun-distributed)"),
     "test": ("p3d.commands.test", "video-level test: 20 clips per video, hit@1/hit@5, per-class, confusion"),
-    "predict": ("p3d.commands.predict", "top-k labels of video files"),
+    "predict": ("p3d.commands.predict", "top-k labels of video files (--timeline: action segments along long videos)"),
+    "localize": ("p3d.commands.localize", "temporal action localisation mAP@tIoU (ActivityNet) of a dense store"),
     "demo": ("p3d.commands.demo", "P3D vs a frame-level 2D ResNet on motion-only synthetic actions (CPU minutes)"),
 }
 

@@ -3,8 +3,9 @@
 Writes the dataset, both runs, ``report.md``, ``report.json`` and ``report.png`` to ``--out`` and prints both
 accuracies.  ``--variants`` adds P3D-A, -B and -C (the paper's Table 1 in miniature).  Then, unless
 ``--no-features``, both trained networks serve as video descriptors: pool5 features of the train and test
-videos, a linear SVM on each, and ``tsne.png``.  Interrupted demos resume from their checkpoints (and
-feature stores) when run again with the same ``--out``.
+videos, a linear SVM on each, and ``tsne.png``.  ``--timeline`` then localises the actions in long, untrimmed
+videos with both networks (ActivityNet mAP@tIoU, ``timeline_*.png``).  Interrupted demos resume from their
+checkpoints (and feature stores) when run again with the same ``--out``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the representation study (pool5 features, linear SVM, t-SNE of P3D and the 2D baseline)",
     )
     p.add_argument(
+        "--timeline",
+        action="store_true",
+        help=f"then localise the actions in {d.untrimmed_videos} long, untrimmed videos (ActivityNet mAP@tIoU)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=None,
@@ -70,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
     )
-    report = run_demo(args.out, s, variants=args.variants, features=not args.no_features)
+    report = run_demo(args.out, s, variants=args.variants, features=not args.no_features, timeline=args.timeline)
     if report["status"] == "stopped":
         return 128 + 15
     acc = {r["key"]: r["video_hit@1"] for r in report["results"]}
@@ -80,5 +86,8 @@ def run(args: argparse.Namespace) -> int:
         svm = {r["key"]: r["svm_top1"] for r in report["representation"]["results"]}
         print(f"linear SVM on P3D pool5 features: {svm['p3d']:.1%}")
         print(f"linear SVM on 2D pool5 features:  {svm['2d']:.1%}   (t-SNE: {args.out}/tsne.png)")
+    if report.get("localization") is not None:
+        for r in report["localization"]["results"]:
+            print(f"{r['label']}: localisation average mAP {r['average_mAP']:.3f} (mAP@0.5 {r['mAP'][0]:.3f})")
     print(f"report: {args.out}/report.md, {args.out}/report.png  ({report['seconds']:.0f} s)")
     return 0

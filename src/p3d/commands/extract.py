@@ -2,6 +2,10 @@
 
 Resumable (re-running skips the videos already in STORE), sharded under torchrun (each rank writes its own
 parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with their reason.
+
+``--dense [--stride 16]``: instead of one descriptor per video, the sequence of window descriptors along each video
+with each window's start and end time (:mod:`p3d.representation.dense`; read back with
+``read_features(STORE).sequence(video_id, layer)`` and ``.window_times(video_id)``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from p3d.commands._args import (
     model_from_args,
     subset_samples,
 )
+from p3d.commands._timeline import add_window_arguments, window_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,19 +47,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--map-pooling", choices=("max", "avg"), default="max", help="reduce conv maps (res5c, res4_last) over T,H,W"
     )
     g.add_argument("--clip-level", action="store_true", help="also store every clip's descriptor")
+    g = p.add_argument_group("dense windows (long, untrimmed videos)")
+    g.add_argument(
+        "--dense",
+        action="store_true",
+        help="store the sequence of window descriptors along each video with their times (--num-clips and "
+        "--clip-level do not apply); the video row is their mean",
+    )
+    add_window_arguments(g, dense_flag="--dense")
     add_runtime_arguments(p, batch_size=32)
     g = p.add_argument_group("store")
-    g.add_argument("--flush-every", type=int, default=256, help="videos per written part (default 256)")
+    g.add_argument(
+        "--flush-every",
+        type=int,
+        default=None,
+        help="videos per written part (default 256; --dense: 64, and at most 8192 windows)",
+    )
     g.add_argument("--merge", default=None, metavar="FILE", help="when all ranks are done, merge into one file")
 
 
 def run(args: argparse.Namespace) -> int:
     from p3d.engine.distributed import barrier, cleanup, init_distributed
+    from p3d.representation.dense import dense_meta, extract_dense_features
     from p3d.representation.extract import build_meta, extract_features
     from p3d.representation.store import merge_features
 
     check_positive(num_clips=args.num_clips, batch_size=args.batch_size, flush_every=args.flush_every)
     check_non_negative(workers=args.workers)
+    if not args.dense and (args.stride is not None or args.last_window is not None):
+        raise ValueError("--stride and --last-window set the windows of --dense extraction; add --dense")
+    if args.dense and args.clip_level:
+        raise ValueError("--clip-level does not apply to --dense (the windows are the clip rows)")
+    stride, last = window_options(args) if args.dense else (None, None)
     info = init_distributed(args.device)
     try:
         model = model_from_args(args)
@@ -68,37 +92,42 @@ def run(args: argparse.Namespace) -> int:
         meta = build_meta(
             model,
             args.layers,
-            num_clips=args.num_clips,
+            num_clips=0 if args.dense else args.num_clips,
             flip=args.flip,
             map_pooling=args.map_pooling,
             class_names=getattr(samples, "classes", None),
-            clip_level=args.clip_level,
+            clip_level=args.clip_level or args.dense,
             dataset=desc,
+            dense=dense_meta(model.input_spec, stride, last) if args.dense else None,
         )
-        stats = extract_features(
+        # the same run either way; what differs: clips per video, or windows along it
+        extract, how = extract_features, {"num_clips": args.num_clips, "clip_level": args.clip_level}
+        if args.dense:
+            extract, how = extract_dense_features, {"stride": stride, "last": last}
+        stats = extract(
             model,
             samples,
             args.output,
             meta,
             layers=args.layers,
-            num_clips=args.num_clips,
             flip=args.flip,
             batch_size=args.batch_size,
             map_pooling=args.map_pooling,
-            clip_level=args.clip_level,
             num_workers=args.workers,
             device=info.device,
             amp=args.amp,
             rank=info.rank,
             world_size=info.world_size,
-            flush_every=args.flush_every,
+            flush_every=args.flush_every or (64 if args.dense else 256),
             progress=not args.no_progress,
+            **how,
         )
         who = f"rank {info.rank}/{info.world_size}: " if info.distributed else ""
+        unit = "windows" if args.dense else "clips"
         print(
             f"{who}{stats.written} video(s) written, {stats.skipped} already done, {len(stats.bad)} bad, "
-            f"{stats.clips} clips in {stats.seconds:.1f}s ({stats.videos_per_second:.2f} videos/s, "
-            f"{stats.clips_per_second:.1f} clips/s)"
+            f"{stats.clips} {unit} in {stats.seconds:.1f}s ({stats.videos_per_second:.2f} videos/s, "
+            f"{stats.clips_per_second:.1f} {unit}/s)"
         )
         if stats.loader is not None:
             print(f"{who}loader: {stats.loader.describe()}; main loop waited on it {stats.wait_seconds:.1f}s")

@@ -20,6 +20,7 @@ Public API::
     probe_video(path) -> VideoInfo
     read_video(path, indices=None, size=None) -> np.ndarray  # (T, H, W, 3) uint8 RGB
     VideoReader(path).get_frames(indices, size=None) -> np.ndarray  # (T, H, W, 3) uint8 RGB
+    VideoReader(path).iter_indexed_frames(size=None) -> Iterator[(index, (H, W, 3) uint8 RGB)]  # one pass
 """
 
 from __future__ import annotations
@@ -384,10 +385,8 @@ class VideoReader:
         j = bisect.bisect_right(keys, pts) - 1
         return keys[j] if j >= 0 else int(self._index.pts[0])
 
-    def _decode_sequential(
-        self, wanted: list[int], convert: tuple[tuple[int, int] | None, str] | None
-    ) -> dict[int, np.ndarray]:
-        """Decode from the start, counting frames (robust fallback; ``convert=None`` only probes)."""
+    def _rewind(self) -> None:
+        """Back to the first packet: seek to 0, or reopen the file when it cannot seek."""
         self._stream.codec_context.flush_buffers()
         try:
             self._container.seek(0)
@@ -399,6 +398,12 @@ class VideoReader:
             self._stream = self._container.streams[stream_index]
             self._stream.codec_context.thread_count = threads
             self._stream.codec_context.thread_type = thread_type
+
+    def _decode_sequential(
+        self, wanted: list[int], convert: tuple[tuple[int, int] | None, str] | None
+    ) -> dict[int, np.ndarray]:
+        """Decode from the start, counting frames (robust fallback; ``convert=None`` only probes)."""
+        self._rewind()
         out: dict[int, np.ndarray] = {}
         wanted_set = set(wanted)
         last = max(wanted)
@@ -423,6 +428,28 @@ class VideoReader:
             raise VideoReadError(self.path, f"cannot rewind to the start ({_ffmpeg_reason(e)})") from None
         for frame in self._packets_decoded():
             yield self._convert(frame, size, interpolation)
+
+    def iter_indexed_frames(
+        self, size: tuple[int, int] | None = None, interpolation: str = DEFAULT_INTERPOLATION
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, frame)`` for every decodable frame in presentation order, in one pass from the start (no seek
+        after the rewind): ``index`` is the frame's place in :meth:`frame_times`, found from its timestamp, so a
+        frame that fails to decode leaves a gap instead of shifting the frames after it (a file without usable
+        timestamps counts frames).  Frames are ``(H, W, 3)`` uint8 RGB, one at a time (constant memory)."""
+        self._rewind()
+        pts = self._index.pts
+        last = -1
+        for frame in self._packets_decoded():
+            if self._index.sequential or frame.pts is None:
+                i = last + 1
+            else:
+                i = int(np.searchsorted(pts, frame.pts))
+                if i >= len(pts) or pts[i] != frame.pts:
+                    continue  # not a frame of the index (e.g. a discarded packet's)
+            if i <= last or i >= len(pts):
+                continue
+            last = i
+            yield i, self._convert(frame, size, interpolation)
 
     def read_all(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """Every frame, ``(F, H, W, 3)`` uint8 RGB."""

@@ -177,9 +177,15 @@ def _amp_factor(amp: bool | str | None) -> float:
     return 1.0 if amp in (False, None, "none") else 0.5
 
 
-def _workers(num_workers: int | None, device: torch.device) -> int:
-    from p3d.data.loader import default_num_workers
+def _workers(num_workers: int | str | None, device: torch.device) -> int:
+    """Decoding workers the run may start; ``"auto"`` (sized from measured rates) is bounded by every core but
+    the main process's, the most :func:`~p3d.data.loader.plan_loader` gives."""
+    from p3d.data.loader import _cores, default_num_workers
 
+    if num_workers == "auto":
+        return max(1, _cores() - 1)
+    if isinstance(num_workers, str):
+        raise ValueError(f"num_workers must be an integer, None or 'auto', got {num_workers!r}")
     return default_num_workers(device) if num_workers is None else max(0, int(num_workers))
 
 

@@ -116,9 +116,11 @@ def build_meta(
     class_names: Sequence[str] | None,
     clip_level: bool = False,
     dataset: str = "",
+    dense: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Provenance stored with the features (``meta.json`` and every part's header): the model's config (the one
-    :class:`~p3d.models.config.PretrainedCfg`, input spec included), its weights, and how clips were taken."""
+    :class:`~p3d.models.config.PretrainedCfg`, input spec included), its weights, and how clips were taken
+    (``dense``: the window layout of a dense store, :func:`p3d.representation.dense.dense_meta`)."""
     from p3d import __version__
 
     cfg = model.pretrained_cfg
@@ -135,6 +137,7 @@ def build_meta(
         "class_names": list(class_names) if class_names else None,
         "dataset": dataset,
         "p3d_version": __version__,
+        **({"dense": dict(dense)} if dense else {}),
     }
 
 

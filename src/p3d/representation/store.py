@@ -19,6 +19,13 @@ with more than one label, so single-label stores and readers older than the key 
 (JSON object ``{video id: reason}``).  ``p3d merge-features`` writes the whole store as one part-shaped file,
 so a merged ``.safetensors`` file and a directory are read by the same :func:`read_features`.
 
+**Dense stores** (``p3d extract --dense``, :mod:`p3d.representation.dense`): the clip rows are the windows along
+each video, in time order (``clip_index`` = window number), with ``clip_times`` ``(m, 2)`` float64, each window's
+``[start, end]`` in seconds from the video's first frame; ``meta["dense"]`` records the window layout
+(``{"stride", "window", "clip_len", "frame_stride", "last"}``, :mod:`p3d.data.dense`) and ``video.<layer>`` is
+the mean over the windows (so ``p3d svm`` works on a dense store as on any other).  ``FeatureSet.sequence(id,
+layer)`` ``(W, D)``, ``.window_times(id)`` ``(W, 2)`` and ``.sequences(layer)`` read them back.
+
 Why this format rather than the alternatives the issue lists:
 
 * **safetensors, not .npz**: ids, labels and provenance travel in the header as JSON text, so no pickled
@@ -40,7 +47,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +61,8 @@ _PART_RE = re.compile(r"^part-r(\d{4})-(\d{6})\.safetensors$")
 # Keys of the meta dict that must agree when resuming into an existing store: features computed by a different
 # model or preprocessing must never be mixed silently with the ones already there.
 _RESUME_KEYS = ("model", "layers", "input_spec", "num_clips", "flip", "map_pooling", "weights")
+# ... and those whose absence means None: a dense store never takes clip-averaged videos, nor the reverse
+_RESUME_KEYS_OPTIONAL = ("dense",)
 
 
 @dataclass
@@ -69,6 +78,7 @@ class FeatureSet:
         clip: layer name -> ``(M, D_layer)`` clip descriptors (empty when not stored).
         clip_video: ``(M,)`` int64 row in ``ids`` of each clip.
         clip_index: ``(M,)`` int64 number of each clip within its video.
+        clip_times: ``(M, 2)`` float64 ``[start, end]`` seconds of each window of a dense store (``(0, 2)`` else).
         meta: provenance (model, layers, input_spec, num_clips, flip, class_names ...).
         bad: video id -> reason, for videos that could not be read (never fatal to the run).
     """
@@ -83,6 +93,7 @@ class FeatureSet:
     clip_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     source: str = ""
     multi_labels: list[tuple[int, ...]] | None = None
+    clip_times: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float64))
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -139,6 +150,44 @@ class FeatureSet:
 
     def has(self, video_id: str) -> bool:
         return video_id in self._row
+
+    # -- dense stores: one sequence of window features per video -------------------------------------------
+    @property
+    def is_dense(self) -> bool:
+        """Whether the clip rows are dense windows with their times (``p3d extract --dense``)."""
+        return bool(self.meta.get("dense")) and len(self.clip_times) == len(self.clip_video)
+
+    def _check_dense(self) -> None:
+        if not self.is_dense:
+            raise ValueError(f"{self.source or 'features'}: holds no window sequences (extract with --dense)")
+
+    def _windows_of(self, video_id: str) -> np.ndarray:
+        """Clip rows of ``video_id`` in window order."""
+        if not hasattr(self, "_clip_order"):
+            self._clip_order = np.lexsort((self.clip_index, self.clip_video))
+            self._clip_bounds = np.searchsorted(self.clip_video[self._clip_order], np.arange(len(self.ids) + 1))
+        i = int(self.rows([video_id])[0])
+        return self._clip_order[self._clip_bounds[i] : self._clip_bounds[i + 1]]
+
+    def sequence(self, video_id: str, layer: str | None = None) -> np.ndarray:
+        """``(W, D)`` float32 window features of one video of a dense store, in time order (``layer`` as in
+        :meth:`layer`)."""
+        self._check_dense()
+        name = layer if layer is not None else ("pool5" if "pool5" in self.clip else next(iter(self.clip), None))
+        if name not in self.clip:
+            where = self.source or "features"
+            raise ValueError(f"{where}: no window features of layer {name!r}; it holds {list(self.clip)}")
+        return self.clip[name][self._windows_of(video_id)]
+
+    def window_times(self, video_id: str) -> np.ndarray:
+        """``(W, 2)`` float64 ``[start, end]`` seconds of each window of one video of a dense store."""
+        self._check_dense()
+        return self.clip_times[self._windows_of(video_id)]
+
+    def sequences(self, layer: str | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+        """``(video id, (W, D) window features, (W, 2) window times)`` of every video of a dense store."""
+        for vid in self.ids:
+            yield vid, self.sequence(vid, layer), self.window_times(vid)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -215,8 +264,9 @@ def done_ids(root: str | Path, include_bad: bool = True) -> set[str]:
 def check_meta_compatible(old: Mapping[str, Any], new: Mapping[str, Any], where: str) -> None:
     """Raise if ``new`` would write features differing in model/preprocessing from those in ``where``."""
     diffs = [k for k in _RESUME_KEYS if k in old and k in new and old[k] != new[k]]
+    diffs += [k for k in _RESUME_KEYS_OPTIONAL if old.get(k) != new.get(k)]
     if diffs:
-        detail = "; ".join(f"{k}: stored {old[k]!r}, requested {new[k]!r}" for k in diffs)
+        detail = "; ".join(f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in diffs)
         raise ValueError(
             f"{where} already holds features made with different settings ({detail}); use another output directory"
         )
@@ -233,7 +283,8 @@ class FeatureWriter:
         root: the store directory (created).
         meta: provenance, JSON-serialisable; checked against an existing ``meta.json`` (see ``_RESUME_KEYS``).
         rank: this process's rank (torch.distributed ``RANK``).
-        flush_every: videos per part; ``flush_seconds``: also flush when the chunk is older than this.
+        flush_every: videos per part; ``flush_seconds``: also flush when the chunk is older than this;
+            ``flush_clips``: also flush when the chunk holds this many clip rows (dense stores: windows).
     """
 
     def __init__(
@@ -243,6 +294,7 @@ class FeatureWriter:
         rank: int = 0,
         flush_every: int = 256,
         flush_seconds: float = 120.0,
+        flush_clips: int | None = None,
     ) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
@@ -257,6 +309,7 @@ class FeatureWriter:
         self.rank = int(rank)
         self.flush_every = max(1, int(flush_every))
         self.flush_seconds = float(flush_seconds)
+        self.flush_clips = None if flush_clips is None else max(1, int(flush_clips))
         self.done: set[str] = done_ids(self.root)
         mine = []
         for p in list_parts(self.root):
@@ -275,6 +328,7 @@ class FeatureWriter:
         self._clip: dict[str, list[np.ndarray]] = {}
         self._clip_video: list[int] = []
         self._clip_index: list[int] = []
+        self._clip_times: list[np.ndarray] = []
         self._bad: dict[str, str] = {}
         self._started = time.monotonic()
 
@@ -284,13 +338,22 @@ class FeatureWriter:
         video: Mapping[str, np.ndarray],
         label: int | Sequence[int] | None = None,
         clip: Mapping[str, np.ndarray] | None = None,
+        clip_times: np.ndarray | None = None,
     ) -> None:
-        """Add one video: ``video[layer]`` is ``(D,)``; ``clip[layer]`` (optional) is ``(num_clips, D)``.
+        """Add one video: ``video[layer]`` is ``(D,)``; ``clip[layer]`` (optional) is ``(num_clips, D)``;
+        ``clip_times`` ``(num_clips, 2)`` the windows' ``[start, end]`` seconds (dense stores: every video has them).
 
         ``label``: a class number, or all class numbers of a multi-label video (``Sample.labels``; the first is
         stored as ``labels``, the full list as ``multi_labels``); None, ``-1`` or ``()`` when unknown.
         """
         labels = _label_tuple(label, video_id)
+        n_clips = len(next(iter(clip.values()))) if clip else 0
+        if clip_times is not None:
+            clip_times = np.asarray(clip_times, dtype=np.float64)
+            if clip_times.shape != (n_clips, 2):
+                raise ValueError(f"video {video_id!r}: clip_times must be ({n_clips}, 2), got {clip_times.shape}")
+        if self._ids and (clip_times is None) != (not self._clip_times):
+            raise ValueError(f"video {video_id!r}: every video of a part needs clip_times, or none")
         if self._dims and set(video) != set(self._dims):
             raise ValueError(f"video {video_id!r}: layers {sorted(video)} differ from {sorted(self._dims)}")
         for name, v in video.items():
@@ -313,6 +376,8 @@ class FeatureWriter:
                 self._clip.setdefault(name, []).append(c)
             self._clip_video.extend([len(self._ids)] * int(n or 0))
             self._clip_index.extend(range(int(n or 0)))
+        if clip_times is not None:
+            self._clip_times.append(clip_times)
         self._ids.append(str(video_id))
         self._labels.append(labels)
         self.done.add(str(video_id))
@@ -326,7 +391,11 @@ class FeatureWriter:
 
     def _maybe_flush(self) -> None:
         n = len(self._ids) + len(self._bad)
-        if n >= self.flush_every or (n and time.monotonic() - self._started > self.flush_seconds):
+        if (
+            n >= self.flush_every
+            or (n and time.monotonic() - self._started > self.flush_seconds)
+            or (self.flush_clips is not None and len(self._clip_video) >= self.flush_clips)
+        ):
             self.flush()
 
     def flush(self) -> Path | None:
@@ -341,6 +410,8 @@ class FeatureWriter:
                 tensors[f"clip.{name}"] = np.concatenate(rows)
             tensors["clip_video"] = np.asarray(self._clip_video, dtype=np.int64)
             tensors["clip_index"] = np.asarray(self._clip_index, dtype=np.int64)
+        if self._clip_times:
+            tensors["clip_times"] = np.concatenate(self._clip_times)
         path = self.root / f"part-r{self.rank:04d}-{self._seq:06d}.safetensors"
         _save_part(path, tensors, _part_metadata(self.meta, self._ids, self._labels, self._bad))
         self.written += len(self._ids)
@@ -422,6 +493,7 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
     clip: dict[str, list[np.ndarray]] = {}
     clip_video: list[np.ndarray] = []
     clip_index: list[np.ndarray] = []
+    clip_times: list[np.ndarray] = []
     bad: dict[str, str] = {}
     seen: set[str] = set()
     dupes = 0
@@ -471,6 +543,8 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
             sel = remap[cv] >= 0
             clip_video.append(remap[cv][sel])
             clip_index.append(t["clip_index"][sel])
+            if "clip_times" in t:
+                clip_times.append(t["clip_times"][sel])
             for n in names:
                 if f"clip.{n}" in t:
                     clip.setdefault(n, []).append(t[f"clip.{n}"][sel])
@@ -482,6 +556,8 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
     clip_a = {n: np.concatenate(v) for n, v in clip.items()}
     if clip_a and any(len(v) != sum(len(c) for c in clip_video) for v in clip_a.values()):
         raise ValueError(f"{path}: clip features are missing from some parts")
+    if clip_times and sum(len(c) for c in clip_times) != sum(len(c) for c in clip_video):
+        raise ValueError(f"{path}: window times are missing from some parts")
     return FeatureSet(
         ids=ids,
         labels=np.asarray(labels, dtype=np.int64),
@@ -493,6 +569,7 @@ def read_features(path: str | Path, layers: Iterable[str] | None = None) -> Feat
         clip_index=np.concatenate(clip_index) if clip_index else np.zeros(0, np.int64),
         source=str(path),
         multi_labels=multi if any_multi else None,
+        clip_times=np.concatenate(clip_times) if clip_times else np.zeros((0, 2), np.float64),
     )
 
 
@@ -507,6 +584,8 @@ def write_features(fs: FeatureSet, out: str | Path) -> Path:
         tensors.update({f"clip.{n}": v for n, v in fs.clip.items()})
         tensors["clip_video"] = fs.clip_video.astype(np.int64)
         tensors["clip_index"] = fs.clip_index.astype(np.int64)
+        if len(fs.clip_times):
+            tensors["clip_times"] = fs.clip_times.astype(np.float64)
     if fs.multi_labels is not None:
         labels = fs.multi_labels
     else:
@@ -530,6 +609,7 @@ def _take(fs: FeatureSet, rows: np.ndarray) -> FeatureSet:
     clip: dict[str, np.ndarray] = {}
     cv = np.zeros(0, np.int64)
     ci = np.zeros(0, np.int64)
+    ct = np.zeros((0, 2), np.float64)
     if fs.clip:
         new_of_old = np.full(len(fs.ids), -1, dtype=np.int64)
         new_of_old[rows] = np.arange(len(rows))
@@ -538,6 +618,8 @@ def _take(fs: FeatureSet, rows: np.ndarray) -> FeatureSet:
         order = order[mapped[order] >= 0]
         clip = {n: v[order] for n, v in fs.clip.items()}
         cv, ci = mapped[order], fs.clip_index[order]
+        if len(fs.clip_times):
+            ct = fs.clip_times[order]
     return FeatureSet(
         ids=[fs.ids[i] for i in rows],
         labels=fs.labels[rows],
@@ -549,4 +631,5 @@ def _take(fs: FeatureSet, rows: np.ndarray) -> FeatureSet:
         clip_index=ci,
         source=fs.source,
         multi_labels=None if fs.multi_labels is None else [fs.multi_labels[i] for i in rows],
+        clip_times=ct,
     )
