@@ -6,8 +6,8 @@ directory, where the test first puts what the README's commands name:
 
 * ``UCF101/`` — a synthetic dataset in the UCF101 layout (``UCF-101/<Class>/*.mp4``, ``ucfTrainTestlist/``);
 * ``my_videos/`` — the same videos as one folder per class;
-* ``ActivityNet/`` — long synthetic videos with ActivityNet v1.3 annotations (``make_synthetic_untrimmed``);
 * ``video.mp4`` — one of them;  ``pairs.txt`` — ASLAN-style pairs of its videos;
+* ``ActivityNet/`` — long synthetic videos with ActivityNet v1.3 annotations (``make_synthetic_untrimmed``);
 * ``p3d_resnet_kinetics.caffemodel`` and ``deploy_p3d_resnet_kinetics.prototxt`` — a tiny deploy net in the
   authors' naming scheme with random weights (``tests/convert/caffe_reference.py``), as the real files are 260 MB.
 
