@@ -19,6 +19,14 @@ with more than one label, so single-label stores and readers older than the key 
 (JSON object ``{video id: reason}``).  ``p3d merge-features`` writes the whole store as one part-shaped file,
 so a merged ``.safetensors`` file and a directory are read by the same :func:`read_features`.
 
+**Local descriptors** (``p3d extract --local LAYER``, :mod:`p3d.representation.local`): a part may also hold one
+layer's spatial activations per clip, a row group of its own: ``local.<layer>`` ``(R, D)`` float16 (every clip's
+positions, clip after clip, video after video), ``local_video`` ``(R,)`` int64 (row of ``video.*`` each descriptor
+belongs to) and ``local_clip`` ``(R,)`` int16 (which clip of that video); ``meta["local"]`` records the layer, the
+pooling and the optional PCA.  :func:`read_features` does not load them (they are 10-1000x the size of the
+video rows); :func:`p3d.representation.local.iter_local` and ``LocalSet`` stream them one video at a time, and
+:func:`merge_features` leaves them out (encode from the store directory).
+
 Why this format rather than the alternatives the issue lists:
 
 * **safetensors, not .npz**: ids, labels and provenance travel in the header as JSON text, so no pickled
@@ -54,6 +62,11 @@ _PART_RE = re.compile(r"^part-r(\d{4})-(\d{6})\.safetensors$")
 # Keys of the meta dict that must agree when resuming into an existing store: features computed by a different
 # model or preprocessing must never be mixed silently with the ones already there.
 _RESUME_KEYS = ("model", "layers", "input_spec", "num_clips", "flip", "map_pooling", "weights")
+# ... and those whose absence means None: a store with local descriptors never takes videos without them, nor the
+# reverse, and an encoded store never mixes encoders
+_RESUME_KEYS_OPTIONAL = ("local", "encoding")
+# the tensors of the local-descriptor row group (module docstring): never loaded by read_features
+LOCAL_PREFIX = "local"
 
 
 @dataclass
@@ -215,8 +228,9 @@ def done_ids(root: str | Path, include_bad: bool = True) -> set[str]:
 def check_meta_compatible(old: Mapping[str, Any], new: Mapping[str, Any], where: str) -> None:
     """Raise if ``new`` would write features differing in model/preprocessing from those in ``where``."""
     diffs = [k for k in _RESUME_KEYS if k in old and k in new and old[k] != new[k]]
+    diffs += [k for k in _RESUME_KEYS_OPTIONAL if old.get(k) != new.get(k)]
     if diffs:
-        detail = "; ".join(f"{k}: stored {old[k]!r}, requested {new[k]!r}" for k in diffs)
+        detail = "; ".join(f"{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in diffs)
         raise ValueError(
             f"{where} already holds features made with different settings ({detail}); use another output directory"
         )
@@ -233,7 +247,8 @@ class FeatureWriter:
         root: the store directory (created).
         meta: provenance, JSON-serialisable; checked against an existing ``meta.json`` (see ``_RESUME_KEYS``).
         rank: this process's rank (torch.distributed ``RANK``).
-        flush_every: videos per part; ``flush_seconds``: also flush when the chunk is older than this.
+        flush_every: videos per part; ``flush_seconds``: also flush when the chunk is older than this;
+            ``flush_local_bytes``: also flush when the chunk's local descriptors reach this size.
     """
 
     def __init__(
@@ -243,6 +258,7 @@ class FeatureWriter:
         rank: int = 0,
         flush_every: int = 256,
         flush_seconds: float = 120.0,
+        flush_local_bytes: int = 256 * 2**20,
     ) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
@@ -257,6 +273,7 @@ class FeatureWriter:
         self.rank = int(rank)
         self.flush_every = max(1, int(flush_every))
         self.flush_seconds = float(flush_seconds)
+        self.flush_local_bytes = max(1, int(flush_local_bytes))
         self.done: set[str] = done_ids(self.root)
         mine = []
         for p in list_parts(self.root):
@@ -275,6 +292,8 @@ class FeatureWriter:
         self._clip: dict[str, list[np.ndarray]] = {}
         self._clip_video: list[int] = []
         self._clip_index: list[int] = []
+        self._local: list[np.ndarray] = []  # one (clips, positions, D) float16 array per video
+        self._local_bytes = 0
         self._bad: dict[str, str] = {}
         self._started = time.monotonic()
 
@@ -284,13 +303,17 @@ class FeatureWriter:
         video: Mapping[str, np.ndarray],
         label: int | Sequence[int] | None = None,
         clip: Mapping[str, np.ndarray] | None = None,
+        local: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Add one video: ``video[layer]`` is ``(D,)``; ``clip[layer]`` (optional) is ``(num_clips, D)``.
 
         ``label``: a class number, or all class numbers of a multi-label video (``Sample.labels``; the first is
         stored as ``labels``, the full list as ``multi_labels``); None, ``-1`` or ``()`` when unknown.
+        ``local``: ``{meta["local"]["layer"]: (clips, positions, D)}`` local descriptors, stored as float16 (required
+        exactly when the store's meta has ``local``; see the module docstring).
         """
         labels = _label_tuple(label, video_id)
+        local_rows = self._check_local(video_id, local)
         if self._dims and set(video) != set(self._dims):
             raise ValueError(f"video {video_id!r}: layers {sorted(video)} differ from {sorted(self._dims)}")
         for name, v in video.items():
@@ -313,10 +336,36 @@ class FeatureWriter:
                 self._clip.setdefault(name, []).append(c)
             self._clip_video.extend([len(self._ids)] * int(n or 0))
             self._clip_index.extend(range(int(n or 0)))
+        if local_rows is not None:
+            self._local.append(local_rows)
+            self._local_bytes += local_rows.nbytes
         self._ids.append(str(video_id))
         self._labels.append(labels)
         self.done.add(str(video_id))
         self._maybe_flush()
+
+    def _check_local(self, video_id: str, local: Mapping[str, np.ndarray] | None) -> np.ndarray | None:
+        """The video's local descriptors as float16 ``(clips, positions, D)``, checked against ``meta["local"]``."""
+        spec = self.meta.get("local")
+        if spec is None:
+            if local:
+                raise ValueError(f"video {video_id!r}: local descriptors given, but the store's meta has no 'local'")
+            return None
+        if not local or set(local) != {spec["layer"]}:
+            raise ValueError(f"video {video_id!r}: expected local descriptors of layer {spec['layer']!r} only")
+        x = np.asarray(local[spec["layer"]])
+        dim = self._local[0].shape[2] if self._local else (x.shape[-1] if x.ndim else 0)
+        if x.ndim != 3 or 0 in x.shape or x.shape[2] != dim:
+            raise ValueError(
+                f"video {video_id!r}: local descriptors must be (clips, positions, D={dim}), got {x.shape}"
+            )
+        if x.shape[0] >= 2**15:
+            raise ValueError(f"video {video_id!r}: {x.shape[0]} clips; local_clip is int16 (at most 32767)")
+        with np.errstate(over="ignore"):
+            x16 = x.astype(np.float16)
+        if not np.isfinite(x16).all():
+            raise ValueError(f"video {video_id!r}: local descriptors are not finite in float16 (|x| > 65504 or NaN)")
+        return x16
 
     def add_bad(self, video_id: str, reason: str) -> None:
         """Record a video that could not be processed (listed in the store, not fatal)."""
@@ -326,7 +375,11 @@ class FeatureWriter:
 
     def _maybe_flush(self) -> None:
         n = len(self._ids) + len(self._bad)
-        if n >= self.flush_every or (n and time.monotonic() - self._started > self.flush_seconds):
+        if (
+            n >= self.flush_every
+            or (n and time.monotonic() - self._started > self.flush_seconds)
+            or self._local_bytes >= self.flush_local_bytes
+        ):
             self.flush()
 
     def flush(self) -> Path | None:
@@ -341,6 +394,8 @@ class FeatureWriter:
                 tensors[f"clip.{name}"] = np.concatenate(rows)
             tensors["clip_video"] = np.asarray(self._clip_video, dtype=np.int64)
             tensors["clip_index"] = np.asarray(self._clip_index, dtype=np.int64)
+        if self._local:
+            tensors.update(_local_tensors(self.meta["local"]["layer"], self._local))
         path = self.root / f"part-r{self.rank:04d}-{self._seq:06d}.safetensors"
         _save_part(path, tensors, _part_metadata(self.meta, self._ids, self._labels, self._bad))
         self.written += len(self._ids)
@@ -356,6 +411,18 @@ class FeatureWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _local_tensors(layer: str, videos: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The local row group of a part from each video's ``(clips, positions, D)`` descriptors, in video order."""
+    counts = [v.shape[0] * v.shape[1] for v in videos]
+    return {
+        f"{LOCAL_PREFIX}.{layer}": np.concatenate([v.reshape(-1, v.shape[2]) for v in videos]),
+        f"{LOCAL_PREFIX}_video": np.repeat(np.arange(len(videos), dtype=np.int64), counts),
+        f"{LOCAL_PREFIX}_clip": np.concatenate([np.repeat(np.arange(v.shape[0]), v.shape[1]) for v in videos]).astype(
+            np.int16
+        ),
+    }
 
 
 def _label_tuple(label: int | Sequence[int] | None, video_id: str) -> tuple[int, ...]:
@@ -389,10 +456,12 @@ def _part_metadata(
 
 
 def _read_part(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    from safetensors.numpy import load_file
+    """Header and tensors of a part, without the local-descriptor row group (read lazily by its own reader)."""
+    from safetensors import safe_open
 
     md = _read_header(path)
-    return md, load_file(str(path))
+    with safe_open(str(path), framework="np") as f:
+        return md, {k: f.get_tensor(k) for k in f.keys() if not k.startswith(LOCAL_PREFIX)}
 
 
 def read_features(path: str | Path, layers: Iterable[str] | None = None) -> FeatureSet:
