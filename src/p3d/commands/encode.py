@@ -58,9 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--finetune-steps", type=int, default=None, help="fv-vae: end-to-end steps with the labels (1000; 0: none)"
     )
     g.add_argument("--device", default=None, help="fv-vae: torch device to train and encode on (default cpu)")
-    g.add_argument(
-        "--sample", type=int, default=100_000, metavar="M", help="descriptors sampled to fit (default 100000)"
-    )
+    g.add_argument("--sample", type=int, default=50_000, metavar="M", help="descriptors sampled to fit (default 50000)")
     g.add_argument("--seed", type=int, default=0, help="seed of the sample and the encoder (default 0)")
     g = p.add_argument_group("run")
     g.add_argument("--layer", default=None, help="local layer (default: the store's)")

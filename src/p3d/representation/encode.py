@@ -80,7 +80,7 @@ def fit_encoder(
     fit_ids: Sequence[str],
     *,
     labels: Mapping[str, int] | None = None,
-    max_descriptors: int = 100_000,
+    max_descriptors: int = 50_000,
     seed: int = 0,
 ) -> LocalEncoder:
     """Fit ``encoder`` on the local descriptors of the videos ``fit_ids`` of ``local`` only.
@@ -116,7 +116,7 @@ def encode_store(
     fit_scope: str = "",
     labels: Mapping[str, int] | None = None,
     layer: str | None = None,
-    max_descriptors: int = 100_000,
+    max_descriptors: int = 50_000,
     seed: int = 0,
     batch_descriptors: int = 4096,
     progress: bool = False,

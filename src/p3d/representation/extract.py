@@ -48,7 +48,7 @@ from p3d.representation.local import (
     local_descriptors,
     pca_videos,
 )
-from p3d.representation.store import FeatureWriter, list_parts
+from p3d.representation.store import FeatureWriter, check_meta_compatible, list_parts, read_meta
 from p3d.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -331,6 +331,9 @@ def fit_local_pca(
 
     if local.pca_dim is None:
         raise ValueError("fit_local_pca: the LocalSpec asks for no PCA (pca_dim=None)")
+    old = read_meta(out)
+    if old is not None:  # a store of other local descriptors (or none): the writer would refuse it anyway
+        check_meta_compatible(old, {"local": local.to_meta()}, str(out))
     path = Path(out) / PCA_NAME
     if path.exists():
         return load_local_pca(out, local)
