@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("p3d.commands.embed", "t-SNE plot of video features coloured by class"),
     "pca-study": ("p3d.commands.pca_study", "plot SVM accuracy against PCA dimension for feature files"),
     "extract": ("p3d.commands.extract", "extract video-level features (pool5, res5c, res4, prob) of a collection"),
+    "encode": ("p3d.commands.encode", "encode local descriptors (extract --local): FV, VLAD, FV-VAE"),
     "merge-features": ("p3d.commands.merge_features", "merge the per-rank parts of a feature store into one file"),
     "visualize": ("p3d.commands.visualize", "DeepDraw: a clip that maximises one class score (GIF/MP4 + PNG strip)"),
     "train": ("p3d.commands.train", "train a model with the paper's protocol (resumable, torchrun-distributed)"),

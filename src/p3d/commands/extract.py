@@ -6,6 +6,8 @@ parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with
 ``--dense [--stride 16]``: instead of one descriptor per video, the sequence of window descriptors along each video
 with each window's start and end time (:mod:`p3d.representation.dense`; read back with
 ``read_features(STORE).sequence(video_id, layer)`` and ``.window_times(video_id)``).
+``--local res5c [--local-pyramid 4,2,1] [--local-pca 256]``: also keep that layer's activations per position and
+clip as local descriptors (float16) for ``p3d encode`` (FV, VLAD, FV-VAE; :mod:`p3d.representation.local`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--clip-level do not apply); the video row is their mean",
     )
     add_window_arguments(g, dense_flag="--dense")
+    g = p.add_argument_group("local descriptors (for p3d encode: FV, VLAD, FV-VAE)")
+    g.add_argument(
+        "--local",
+        default=None,
+        metavar="LAYER",
+        help="also keep this conv layer's activations per position and clip as float16 local descriptors "
+        "(res5c: 2048 x 5 x 5 at 160x160, 25 per clip)",
+    )
+    g.add_argument(
+        "--local-pyramid",
+        default=None,
+        metavar="L1,L2",
+        help="max-pool each map into LxL cells per level instead of keeping every position (e.g. 2,1: 4 + 1 "
+        "cells per clip; 4,2,1 on res5c is FV-VAE's frame pyramid)",
+    )
+    g.add_argument("--local-pca", type=int, default=None, metavar="D", help="reduce local descriptors to D dims by PCA")
+    g.add_argument(
+        "--local-pca-videos",
+        type=int,
+        default=100,
+        metavar="N",
+        help="fit the PCA once on N videos evenly spread over the list (default 100), saved in the store",
+    )
     add_runtime_arguments(p, batch_size=32)
     g = p.add_argument_group("store")
     g.add_argument(
@@ -69,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from p3d.engine.distributed import barrier, cleanup, init_distributed
     from p3d.representation.dense import dense_meta, extract_dense_features
-    from p3d.representation.extract import build_meta, extract_features
+    from p3d.representation.extract import build_meta, extract_features, fit_local_pca
     from p3d.representation.store import merge_features
 
     check_positive(num_clips=args.num_clips, batch_size=args.batch_size, flush_every=args.flush_every)
@@ -79,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
     if args.dense and args.clip_level:
         raise ValueError("--clip-level does not apply to --dense (the windows are the clip rows)")
     stride, last = window_options(args) if args.dense else (None, None)
+    local = _local_spec(args)
+    if args.dense and local is not None:
+        raise ValueError("--local keeps local descriptors of the test clips; it does not combine with --dense")
     info = init_distributed(args.device)
     try:
         model = model_from_args(args)
@@ -99,9 +127,15 @@ def run(args: argparse.Namespace) -> int:
             clip_level=args.clip_level or args.dense,
             dataset=desc,
             dense=dense_meta(model.input_spec, stride, last) if args.dense else None,
+            local=local,
         )
+        runtime = {"batch_size": args.batch_size, "num_workers": args.workers, "device": info.device, "amp": args.amp}
+        if local is not None and local.pca_dim is not None and info.distributed:
+            if info.is_main:  # fitted once, before any rank writes a part
+                fit_local_pca(model, samples, args.output, local, num_clips=args.num_clips, flip=args.flip, **runtime)
+            barrier()
         # the same run either way; what differs: clips per video, or windows along it
-        extract, how = extract_features, {"num_clips": args.num_clips, "clip_level": args.clip_level}
+        extract, how = extract_features, {"num_clips": args.num_clips, "clip_level": args.clip_level, "local": local}
         if args.dense:
             extract, how = extract_dense_features, {"stride": stride, "last": last}
         stats = extract(
@@ -111,15 +145,12 @@ def run(args: argparse.Namespace) -> int:
             meta,
             layers=args.layers,
             flip=args.flip,
-            batch_size=args.batch_size,
             map_pooling=args.map_pooling,
-            num_workers=args.workers,
-            device=info.device,
-            amp=args.amp,
             rank=info.rank,
             world_size=info.world_size,
             flush_every=args.flush_every or (64 if args.dense else 256),
             progress=not args.no_progress,
+            **runtime,
             **how,
         )
         who = f"rank {info.rank}/{info.world_size}: " if info.distributed else ""
@@ -140,3 +171,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cleanup()
     return 0
+
+
+def _local_spec(args: argparse.Namespace):
+    """The :class:`~p3d.representation.local.LocalSpec` of ``--local*`` (None without ``--local``)."""
+    from p3d.representation.local import LocalSpec, parse_pyramid
+
+    if args.local is None:
+        if args.local_pyramid is not None or args.local_pca is not None:
+            raise ValueError(
+                "--local-pyramid and --local-pca shape the local descriptors of --local LAYER; add --local"
+            )
+        return None
+    check_positive(local_pca=args.local_pca, local_pca_videos=args.local_pca_videos)
+    pyramid = parse_pyramid(args.local_pyramid) if args.local_pyramid is not None else ()
+    return LocalSpec(args.local, pyramid=pyramid, pca_dim=args.local_pca, pca_videos=args.local_pca_videos)

@@ -17,6 +17,10 @@ Keeping a GPU busy: on CUDA, without an explicit worker count, the loader is siz
 (:func:`p3d.data.loader.plan_loader`): a short probe of this model's clips/s and of one worker's decode rate on the
 first videos, then ``ceil(model / decode)`` workers (capped by the cores) and a prefetch depth of two model batches.
 :class:`ExtractStats` records the plan and how long the main loop waited on the loader.
+
+``local=LocalSpec("res5c", ...)`` also keeps that layer's activations per position and clip as local descriptors
+(float16, optionally spatial-pyramid pooled and PCA-reduced), for the encoders of the paper's Sec. 5 (FV, VLAD,
+FV-VAE): :mod:`p3d.representation.local` describes them, :func:`fit_local_pca` the one-time PCA.
 """
 
 from __future__ import annotations
@@ -42,13 +46,22 @@ from p3d.engine.inference import autocast, for_inference, iter_video_outputs
 from p3d.engine.memory import check_memory, estimate_inference
 from p3d.fileio import sha256_file
 from p3d.malloc import release_memory
-from p3d.representation.store import FeatureWriter
+from p3d.representation.local import (
+    PCA_NAME,
+    LocalPCA,
+    LocalSpec,
+    load_local_pca,
+    local_descriptors,
+    pca_videos,
+)
+from p3d.representation.store import FeatureWriter, check_meta_compatible, list_parts, read_meta
 from p3d.spec import InputSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LAYERS = ("pool5",)
 MAP_POOLING = ("max", "avg")
+LOCAL_KEY = "local:"  # the local layer's raw map among a batch's outputs (no layer has this name)
 
 
 def reduce_layer(x: Tensor, map_pooling: str = "max") -> Tensor:
@@ -117,10 +130,12 @@ def build_meta(
     clip_level: bool = False,
     dataset: str = "",
     dense: dict[str, Any] | None = None,
+    local: LocalSpec | None = None,
 ) -> dict[str, Any]:
     """Provenance stored with the features (``meta.json`` and every part's header): the model's config (the one
     :class:`~p3d.models.config.PretrainedCfg`, input spec included), its weights, and how clips were taken
-    (``dense``: the window layout of a dense store, :func:`p3d.representation.dense.dense_meta`)."""
+    (``dense``: the window layout of a dense store, :func:`p3d.representation.dense.dense_meta`; ``local``: which
+    local descriptors are kept, :meth:`LocalSpec.to_meta`)."""
     from p3d import __version__
 
     cfg = model.pretrained_cfg
@@ -138,16 +153,23 @@ def build_meta(
         "dataset": dataset,
         "p3d_version": __version__,
         **({"dense": dict(dense)} if dense else {}),
+        **({"local": local.to_meta()} if local is not None else {}),
     }
 
 
-def _check_layers(model: nn.Module, names: Sequence[str], map_pooling: str, device: torch.device) -> None:
-    """Fail early on a bad layer name, not after decoding the first video."""
+def _check_layers(
+    model: nn.Module, names: Sequence[str], map_pooling: str, device: torch.device, local: str | None = None
+) -> None:
+    """Fail early on a bad layer name (or a ``local`` layer that is not a conv map), not after decoding a video."""
     spec: InputSpec = model.input_spec
     with torch.inference_mode():
         probe = torch.zeros(1, spec.channels, spec.clip_len, *spec.size, device=device)
         for v in model.forward_layers(probe, list(names)).values():
             reduce_layer(v, map_pooling)
+        if local is not None:
+            v = model.forward_layers(probe, [local])[local]
+            if v.dim() != 5:
+                raise ValueError(f"--local {local}: not a conv map (N, C, T, H, W) but {tuple(v.shape)}; try res5c")
 
 
 def _record_missing(writer: FeatureWriter, missing: Sequence[str], stats: ExtractStats) -> None:
@@ -179,6 +201,7 @@ def extract_features(
     flush_every: int = 256,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    local: LocalSpec | None = None,
 ) -> ExtractStats:
     """Extract video descriptors of ``samples`` into the feature store ``out``; see the module docstring.
 
@@ -191,6 +214,8 @@ def extract_features(
             :func:`p3d.data.default_num_workers` elsewhere; ``"auto"``: sized from measured rates on any device.
         rank, world_size: this process's shard is every ``world_size``-th video from ``rank`` (of the
             full list; those already in the store, written by any rank or an earlier run, are skipped).
+        local: also keep these local descriptors (``meta`` must come from ``build_meta(..., local=local)``); with a
+            PCA, rank 0 fits it first unless the store has it (:func:`fit_local_pca`; other ranks need it there).
     Returns:
         :class:`ExtractStats`.  Videos already in the store (any rank) are skipped; bad videos are recorded in
         the store with their reason and counted, never raised.
@@ -217,7 +242,18 @@ def extract_features(
     check_memory(need, "feature extraction")  # before the layer check's forward pass and any decoding
     net = for_inference(model, device)
     names = list(layers)
-    _check_layers(net, names, map_pooling, device)
+    _check_layers(net, names, map_pooling, device, local.layer if local else None)
+    pca = None
+    if local is not None:
+        if meta.get("local") != local.to_meta():
+            raise ValueError("extract_features: meta['local'] must describe `local` (build_meta(..., local=local))")
+        if local.pca_dim is not None:
+            runtime = {"batch_size": batch_size, "num_workers": num_workers, "device": device, "amp": amp}
+            pca = (
+                fit_local_pca(net, items, out, local, num_clips=num_clips, flip=flip, **runtime)
+                if rank == 0
+                else load_local_pca(out, local)
+            )
 
     stats = ExtractStats()
     t0 = time.perf_counter()
@@ -248,7 +284,11 @@ def extract_features(
     bar = tqdm(total=len(mine), unit="video", disable=not progress, dynamic_ncols=True, desc=f"extract r{rank}")
 
     def forward(x: Tensor) -> dict[str, Tensor]:
-        return {k: reduce_layer(v, map_pooling) for k, v in net.forward_layers(x, names).items()}
+        outs = net.forward_layers(x, names + ([local.layer] if local else []))
+        res = {k: reduce_layer(outs[k], map_pooling) for k in names}
+        if local is not None:
+            res[LOCAL_KEY] = outs[local.layer]
+        return res
 
     def counted(n: int, seconds: float) -> None:
         stats.clips += n
@@ -273,9 +313,16 @@ def extract_features(
                 stats.bad[vid] = error
                 log.warning("skipped %s: %s", sample.path, error)
             else:
+                maps = feats.pop(LOCAL_KEY, None)
                 video, clip = _video_features(feats, num_clips, flip, clip_level)
-                writer.add(vid, video, label=sample.labels, clip=clip)
-                stats.written += 1
+                kept = None if local is None else _local_rows(maps, local, pca, num_clips, flip)
+                if isinstance(kept, str):
+                    writer.add_bad(vid, kept)
+                    stats.bad[vid] = kept
+                    log.warning("skipped %s: %s", sample.path, kept)
+                else:
+                    writer.add(vid, video, label=sample.labels, clip=clip, local=kept)
+                    stats.written += 1
             bar.update(1)
             bar.set_postfix(bad=len(stats.bad), refresh=False)
     finally:
@@ -327,6 +374,96 @@ def plan_workers(
         items_per_batch=batch_size / clips_per_item,
         item_bytes=clips_per_item * int(np.prod(dataset.clip_shape)),
     )
+
+
+def _local_rows(
+    maps: np.ndarray, local: LocalSpec, pca: LocalPCA | None, num_clips: int, flip: bool
+) -> dict[str, np.ndarray] | str:
+    """One video's local descriptors ``{layer: (clips, positions, D)}`` as stored (PCA applied), or the reason the
+    video is recorded as bad instead (values beyond float16)."""
+    x = local_descriptors(maps, local.pyramid, num_clips if flip else None)
+    if pca is not None:
+        x = pca(x)
+    with np.errstate(over="ignore"):
+        overflow = not np.isfinite(x.astype(np.float16)).all()
+    if overflow:
+        return f"local descriptors of {local.layer} are not finite in float16 (|x| > 65504 or NaN)"
+    return {local.layer: x}
+
+
+def fit_local_pca(
+    model: nn.Module,
+    samples: SampleList | Sequence[Sample],
+    out: str | os.PathLike[str],
+    local: LocalSpec,
+    *,
+    num_clips: int = 20,
+    flip: bool = False,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | torch.device = "cpu",
+    amp: bool | str = False,
+) -> LocalPCA:
+    """The store's PCA of local descriptors: loaded when ``out`` has one, else fitted once and saved there.
+
+    Fitted on a reservoir sample of ``local.pca_descriptors`` descriptors (seed ``local.seed``) of
+    ``local.pca_videos`` videos evenly spread over ``samples`` (unreadable ones are skipped), computed with the
+    same clips, flip and pyramid as the extraction; those videos are computed again by the extraction itself.
+    Never refitted: a store whose parts hold local descriptors but whose PCA file is gone is an error.
+    """
+    from p3d.representation.encoders import ids_digest, sample_descriptors
+
+    if local.pca_dim is None:
+        raise ValueError("fit_local_pca: the LocalSpec asks for no PCA (pca_dim=None)")
+    old = read_meta(out)
+    if old is not None:  # a store of other local descriptors (or none): the writer would refuse it anyway
+        check_meta_compatible(old, {"local": local.to_meta()}, str(out))
+    path = Path(out) / PCA_NAME
+    if path.exists():
+        return load_local_pca(out, local)
+    if list_parts(out):
+        raise ValueError(
+            f"{out}: holds features but no {PCA_NAME}; its local descriptors were projected by that file, so it "
+            f"cannot be fitted again: restore it or use another output directory"
+        )
+    items = list(samples.samples if isinstance(samples, SampleList) else samples)
+    picked = [items[i] for i in pca_videos(len(items), local.pca_videos)]
+    ids = video_ids(picked)
+    device = torch.device(device)
+    net = for_inference(model, device)
+    spec = net.input_spec
+    ds = VideoClipsDataset(picked, spec, num_clips=num_clips, flip=flip, raw=True)
+    loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=2)
+    used: list[str] = []
+
+    def forward(x: Tensor) -> dict[str, Tensor]:
+        return {LOCAL_KEY: net.forward_layers(x, [local.layer])[local.layer]}
+
+    def descriptors():
+        videos = ((it["video_index"], it["clips"] if it["valid"] else None, it["error"]) for it in loader)
+        for slot, feats, error in iter_video_outputs(
+            videos, forward, batch_size=batch_size, device=device, amp=amp, prepare=partial(to_model_input, spec=spec)
+        ):
+            if feats is None:
+                log.warning("local PCA: skipped %s: %s", ids[slot], error)
+                continue
+            used.append(ids[slot])
+            x = local_descriptors(feats[LOCAL_KEY], local.pyramid, num_clips if flip else None)
+            yield x.reshape(-1, x.shape[-1])
+
+    sample = sample_descriptors(descriptors(), local.pca_descriptors, local.seed)
+    info = {
+        "layer": local.layer,
+        "pyramid": list(local.pyramid),
+        "dim": local.pca_dim,
+        "fitted_on": {"videos": len(used), "descriptors": len(sample), "ids_sha256": ids_digest(used)},
+        "seed": local.seed,
+    }
+    pca = LocalPCA.fit(sample, local.pca_dim, info)
+    pca.save(path)
+    log.info("local PCA %d -> %d fitted on %d descriptors of %d videos: %s", pca.input_dim, pca.dim, len(sample),
+             len(used), path)  # fmt: skip
+    return pca
 
 
 def _video_features(

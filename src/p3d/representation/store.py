@@ -25,6 +25,13 @@ each video, in time order (``clip_index`` = window number), with ``clip_times`` 
 (``{"stride", "window", "clip_len", "frame_stride", "last"}``, :mod:`p3d.data.dense`) and ``video.<layer>`` is
 the mean over the windows (so ``p3d svm`` works on a dense store as on any other).  ``FeatureSet.sequence(id,
 layer)`` ``(W, D)``, ``.window_times(id)`` ``(W, 2)`` and ``.sequences(layer)`` read them back.
+**Local descriptors** (``p3d extract --local LAYER``, :mod:`p3d.representation.local`): a part may also hold one
+layer's spatial activations per clip, a row group of its own: ``local.<layer>`` ``(R, D)`` float16 (every clip's
+positions, clip after clip, video after video), ``local_video`` ``(R,)`` int64 (row of ``video.*`` each descriptor
+belongs to) and ``local_clip`` ``(R,)`` int16 (which clip of that video); ``meta["local"]`` records the layer, the
+pooling and the optional PCA.  :func:`read_features` does not load them (they are 10-1000x the size of the
+video rows); :func:`p3d.representation.local.iter_local` and ``LocalSet`` stream them one video at a time, and
+:func:`merge_features` leaves them out (encode from the store directory).
 
 Why this format rather than the alternatives the issue lists:
 
@@ -61,8 +68,11 @@ _PART_RE = re.compile(r"^part-r(\d{4})-(\d{6})\.safetensors$")
 # Keys of the meta dict that must agree when resuming into an existing store: features computed by a different
 # model or preprocessing must never be mixed silently with the ones already there.
 _RESUME_KEYS = ("model", "layers", "input_spec", "num_clips", "flip", "map_pooling", "weights")
-# ... and those whose absence means None: a dense store never takes clip-averaged videos, nor the reverse
-_RESUME_KEYS_OPTIONAL = ("dense",)
+# ... and those whose absence means None: a dense store never takes clip-averaged videos, a store with local
+# descriptors never takes videos without them (nor the reverses), and an encoded store never mixes encoders
+_RESUME_KEYS_OPTIONAL = ("dense", "local", "encoding")
+# the tensors of the local-descriptor row group (module docstring): never loaded by read_features
+LOCAL_PREFIX = "local"
 
 
 @dataclass
@@ -284,7 +294,8 @@ class FeatureWriter:
         meta: provenance, JSON-serialisable; checked against an existing ``meta.json`` (see ``_RESUME_KEYS``).
         rank: this process's rank (torch.distributed ``RANK``).
         flush_every: videos per part; ``flush_seconds``: also flush when the chunk is older than this;
-            ``flush_clips``: also flush when the chunk holds this many clip rows (dense stores: windows).
+            ``flush_clips``: also flush when the chunk holds this many clip rows (dense stores: windows);
+            ``flush_local_bytes``: also flush when the chunk's local descriptors reach this size.
     """
 
     def __init__(
@@ -295,6 +306,7 @@ class FeatureWriter:
         flush_every: int = 256,
         flush_seconds: float = 120.0,
         flush_clips: int | None = None,
+        flush_local_bytes: int = 256 * 2**20,
     ) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
@@ -310,6 +322,7 @@ class FeatureWriter:
         self.flush_every = max(1, int(flush_every))
         self.flush_seconds = float(flush_seconds)
         self.flush_clips = None if flush_clips is None else max(1, int(flush_clips))
+        self.flush_local_bytes = max(1, int(flush_local_bytes))
         self.done: set[str] = done_ids(self.root)
         mine = []
         for p in list_parts(self.root):
@@ -329,6 +342,8 @@ class FeatureWriter:
         self._clip_video: list[int] = []
         self._clip_index: list[int] = []
         self._clip_times: list[np.ndarray] = []
+        self._local: list[np.ndarray] = []  # one (clips, positions, D) float16 array per video
+        self._local_bytes = 0
         self._bad: dict[str, str] = {}
         self._started = time.monotonic()
 
@@ -339,12 +354,15 @@ class FeatureWriter:
         label: int | Sequence[int] | None = None,
         clip: Mapping[str, np.ndarray] | None = None,
         clip_times: np.ndarray | None = None,
+        local: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         """Add one video: ``video[layer]`` is ``(D,)``; ``clip[layer]`` (optional) is ``(num_clips, D)``;
         ``clip_times`` ``(num_clips, 2)`` the windows' ``[start, end]`` seconds (dense stores: every video has them).
 
         ``label``: a class number, or all class numbers of a multi-label video (``Sample.labels``; the first is
         stored as ``labels``, the full list as ``multi_labels``); None, ``-1`` or ``()`` when unknown.
+        ``local``: ``{meta["local"]["layer"]: (clips, positions, D)}`` local descriptors, stored as float16 (required
+        exactly when the store's meta has ``local``; see the module docstring).
         """
         labels = _label_tuple(label, video_id)
         n_clips = len(next(iter(clip.values()))) if clip else 0
@@ -354,6 +372,7 @@ class FeatureWriter:
                 raise ValueError(f"video {video_id!r}: clip_times must be ({n_clips}, 2), got {clip_times.shape}")
         if self._ids and (clip_times is None) != (not self._clip_times):
             raise ValueError(f"video {video_id!r}: every video of a part needs clip_times, or none")
+        local_rows = self._check_local(video_id, local)
         if self._dims and set(video) != set(self._dims):
             raise ValueError(f"video {video_id!r}: layers {sorted(video)} differ from {sorted(self._dims)}")
         for name, v in video.items():
@@ -378,10 +397,36 @@ class FeatureWriter:
             self._clip_index.extend(range(int(n or 0)))
         if clip_times is not None:
             self._clip_times.append(clip_times)
+        if local_rows is not None:
+            self._local.append(local_rows)
+            self._local_bytes += local_rows.nbytes
         self._ids.append(str(video_id))
         self._labels.append(labels)
         self.done.add(str(video_id))
         self._maybe_flush()
+
+    def _check_local(self, video_id: str, local: Mapping[str, np.ndarray] | None) -> np.ndarray | None:
+        """The video's local descriptors as float16 ``(clips, positions, D)``, checked against ``meta["local"]``."""
+        spec = self.meta.get("local")
+        if spec is None:
+            if local:
+                raise ValueError(f"video {video_id!r}: local descriptors given, but the store's meta has no 'local'")
+            return None
+        if not local or set(local) != {spec["layer"]}:
+            raise ValueError(f"video {video_id!r}: expected local descriptors of layer {spec['layer']!r} only")
+        x = np.asarray(local[spec["layer"]])
+        dim = self._local[0].shape[2] if self._local else (x.shape[-1] if x.ndim else 0)
+        if x.ndim != 3 or 0 in x.shape or x.shape[2] != dim:
+            raise ValueError(
+                f"video {video_id!r}: local descriptors must be (clips, positions, D={dim}), got {x.shape}"
+            )
+        if x.shape[0] >= 2**15:
+            raise ValueError(f"video {video_id!r}: {x.shape[0]} clips; local_clip is int16 (at most 32767)")
+        with np.errstate(over="ignore"):
+            x16 = x.astype(np.float16)
+        if not np.isfinite(x16).all():
+            raise ValueError(f"video {video_id!r}: local descriptors are not finite in float16 (|x| > 65504 or NaN)")
+        return x16
 
     def add_bad(self, video_id: str, reason: str) -> None:
         """Record a video that could not be processed (listed in the store, not fatal)."""
@@ -395,6 +440,7 @@ class FeatureWriter:
             n >= self.flush_every
             or (n and time.monotonic() - self._started > self.flush_seconds)
             or (self.flush_clips is not None and len(self._clip_video) >= self.flush_clips)
+            or self._local_bytes >= self.flush_local_bytes
         ):
             self.flush()
 
@@ -412,6 +458,8 @@ class FeatureWriter:
             tensors["clip_index"] = np.asarray(self._clip_index, dtype=np.int64)
         if self._clip_times:
             tensors["clip_times"] = np.concatenate(self._clip_times)
+        if self._local:
+            tensors.update(_local_tensors(self.meta["local"]["layer"], self._local))
         path = self.root / f"part-r{self.rank:04d}-{self._seq:06d}.safetensors"
         _save_part(path, tensors, _part_metadata(self.meta, self._ids, self._labels, self._bad))
         self.written += len(self._ids)
@@ -427,6 +475,18 @@ class FeatureWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _local_tensors(layer: str, videos: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The local row group of a part from each video's ``(clips, positions, D)`` descriptors, in video order."""
+    counts = [v.shape[0] * v.shape[1] for v in videos]
+    return {
+        f"{LOCAL_PREFIX}.{layer}": np.concatenate([v.reshape(-1, v.shape[2]) for v in videos]),
+        f"{LOCAL_PREFIX}_video": np.repeat(np.arange(len(videos), dtype=np.int64), counts),
+        f"{LOCAL_PREFIX}_clip": np.concatenate([np.repeat(np.arange(v.shape[0]), v.shape[1]) for v in videos]).astype(
+            np.int16
+        ),
+    }
 
 
 def _label_tuple(label: int | Sequence[int] | None, video_id: str) -> tuple[int, ...]:
@@ -460,10 +520,12 @@ def _part_metadata(
 
 
 def _read_part(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    from safetensors.numpy import load_file
+    """Header and tensors of a part, without the local-descriptor row group (read lazily by its own reader)."""
+    from safetensors import safe_open
 
     md = _read_header(path)
-    return md, load_file(str(path))
+    with safe_open(str(path), framework="np") as f:
+        return md, {k: f.get_tensor(k) for k in f.keys() if not k.startswith(LOCAL_PREFIX)}
 
 
 def read_features(path: str | Path, layers: Iterable[str] | None = None) -> FeatureSet:
