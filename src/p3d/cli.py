@@ -2,6 +2,11 @@
 
 Each sub-command is a small module in ``p3d.commands`` with ``add_arguments(parser)`` and ``run(args) -> int``;
 they are imported only when used so ``p3d --help`` stays fast.
+
+Errors are one line on stderr, ``p3d COMMAND: error: ...``, with the exit status saying which kind: 2 bad input
+(arguments, data, a damaged file), 74 a failed write (full disk, read-only folder, quota; the line names the file
+and what was kept), 75 the output is being written by another process (its pid and host are named; try again
+later), 130 interrupted.  Commands that stop cleanly on a signal exit with ``128 + signal``.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("p3d.commands.train", "train a model with the paper's protocol (resumable, torchrun-distributed)"),
     "test": ("p3d.commands.test", "video-level test: 20 clips per video, hit@1/hit@5, per-class, confusion"),
     "predict": ("p3d.commands.predict", "top-k labels of video files"),
+    "verify": ("p3d.commands.verify", "check the checksums of a feature store, a run folder, a checkpoint or weights"),
     "demo": ("p3d.commands.demo", "P3D vs a frame-level 2D ResNet on motion-only synthetic actions (CPU minutes)"),
 }
+
+
+EXIT_STORAGE = 74  # sysexits.h EX_IOERR
+EXIT_LOCKED = 75  # sysexits.h EX_TEMPFAIL: try again when the other writer has finished
 
 
 def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
@@ -73,12 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from p3d.errors import OutputLockedError, StorageError
+
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except StorageError as e:  # full disk, read-only folder: one line naming the file and what was kept
+        print(f"p3d {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_STORAGE
+    except OutputLockedError as e:  # another process writes this output
+        print(f"p3d {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_LOCKED
     except (FileNotFoundError, ValueError) as e:  # user errors: one clear line, no traceback
         print(f"p3d {args.command}: error: {e}", file=sys.stderr)
         return 2

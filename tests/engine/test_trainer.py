@@ -55,9 +55,10 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path):
 
 def test_bare_resume_keeps_the_runs_iteration_budget(tiny_data, tmp_path):
     Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 3})).fit()
-    again = Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 50}), resume=True, keep_budget=True)
+    # nothing given again (a bare `p3d train --out RUN --resume`): the run's saved settings stand, budget included
+    again = Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 50}), resume=True, given=())
     res = again.fit()
-    assert res.iteration == 3 and again.cfg.optim.iterations == 3
+    assert res.iteration == 3 and again.cfg.optim.iterations == 3 and again.resume_changes == {}
 
 
 def test_frozen_bn_stays_frozen_and_first_bn_trains(tiny_data, tmp_path):

@@ -1,7 +1,10 @@
 """``p3d extract [KIND] ROOT -o STORE --model NAME``: video-level features of a collection (paper, Sec. 5).
 
 Resumable (re-running skips the videos already in STORE), sharded under torchrun (each rank writes its own
-parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with their reason.
+parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with their reason (unreadable, or
+non-finite features).  One writer per store: a second ``p3d extract`` into it is refused at once (exit 75, naming
+the first one's pid and host).  SIGTERM/SIGINT/SIGHUP write the pending chunk and exit with ``128 + signal``; run
+again to continue.  A failed write (full disk) exits 74 naming the part and what the store keeps.
 """
 
 from __future__ import annotations
@@ -49,10 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from p3d.engine.distributed import barrier, cleanup, init_distributed
+    from p3d.fileio import check_writable
     from p3d.representation.extract import build_meta, extract_features
     from p3d.representation.store import merge_features
 
     check_positive(num_clips=args.num_clips, batch_size=args.batch_size, flush_every=args.flush_every)
+    check_writable(args.output)
     info = init_distributed(args.device)
     try:
         model = model_from_args(args)
@@ -88,13 +93,20 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         who = f"rank {info.rank}/{info.world_size}: " if info.distributed else ""
+        nonfinite = f" ({stats.nonfinite} with non-finite features)" if stats.nonfinite else ""
         print(
-            f"{who}{stats.written} video(s) written, {stats.skipped} already done, {len(stats.bad)} bad, "
+            f"{who}{stats.written} video(s) written, {stats.skipped} already done, {len(stats.bad)} bad{nonfinite}, "
             f"{stats.clips} clips in {stats.seconds:.1f}s ({stats.videos_per_second:.2f} videos/s, "
             f"{stats.clips_per_second:.1f} clips/s)"
         )
         for vid, reason in sorted(stats.bad.items()):
             print(f"  bad: {vid}: {reason}")
+        if stats.stopped is not None:
+            print(
+                f"{who}stopped by signal {stats.stopped}: everything computed is in {args.output}; run the same "
+                f"command again to continue"
+            )
+            return 128 + stats.stopped
         if args.merge:
             barrier()
             if info.is_main:
