@@ -152,6 +152,10 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_data, tmp_path):
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
+    # a second `p3d train` on the same run folder is refused at once, naming the first (before it reads any data)
+    second = subprocess.run([sys.executable, "-m", "p3d", "train", "--config", str(f)], env=_env(),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert second.returncode == 75 and f"being written by pid {proc.pid} on host" in second.stderr, second.stderr
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out
