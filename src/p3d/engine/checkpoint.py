@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from p3d.errors import IntegrityError
-from p3d.fileio import atomic_write_bytes
+from p3d.fileio import atomic_write_bytes, tensor_digest
 from p3d.models.resolve import CHECKPOINT_CHECKSUM_KEY, TRAIN_CHECKPOINT_FORMAT, run_checkpoints, state_checksum
 
 __all__ = [
@@ -89,7 +89,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """Serialise ``state`` (tensors and plain values) with its checksum to ``path`` atomically; returns the path."""
     payload = {"format": FORMAT, "version": VERSION, **state}
     payload.pop(CHECKPOINT_CHECKSUM_KEY, None)
-    payload[CHECKPOINT_CHECKSUM_KEY] = state_checksum(payload)
+    payload[CHECKPOINT_CHECKSUM_KEY] = tensor_digest(payload)
     buf = io.BytesIO()
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -117,7 +117,7 @@ def _read(p: Path) -> dict[str, Any]:
 def _verify(p: Path, state: dict[str, Any]) -> bool:
     """Remove the recorded checksum from ``state`` and check it; False when none was recorded."""
     recorded = state.pop(CHECKPOINT_CHECKSUM_KEY, None)
-    if recorded is not None and state_checksum(state) != recorded:
+    if recorded is not None and state_checksum(state, p) != recorded:
         raise IntegrityError(
             f"{p}: damaged: its content differs from the SHA-256 recorded when it was written (flipped bits, an "
             f"edit or a bad copy); resume from an earlier checkpoint"

@@ -63,9 +63,13 @@ _CKPT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 FREE_OPTIONS = ("dropout", "num_classes")
 
 
-def state_checksum(state: Mapping[str, Any]) -> str:
-    """The checksum a ``p3d train`` checkpoint records: :func:`p3d.fileio.tensor_digest` of its state without it."""
-    return tensor_digest({k: v for k, v in state.items() if k != CHECKPOINT_CHECKSUM_KEY})
+def state_checksum(state: Mapping[str, Any], where: object = "checkpoint") -> str:
+    """The checksum a ``p3d train`` checkpoint records: :func:`p3d.fileio.tensor_digest` of its state without it.
+    Content no checkpoint holds (a damaged pickle can unpickle to odd objects) is an error naming ``where``."""
+    try:
+        return tensor_digest({k: v for k, v in state.items() if k != CHECKPOINT_CHECKSUM_KEY})
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise IntegrityError(f"{where}: damaged: content no checkpoint holds ({e})") from None
 
 
 def run_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
@@ -135,7 +139,7 @@ def _torch_file(path: Path, origin: str) -> Weights:
     obj = read_torch_file(path)
     if isinstance(obj, Mapping) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT:
         recorded = obj.get(CHECKPOINT_CHECKSUM_KEY)
-        if recorded is not None and state_checksum(obj) != recorded:
+        if recorded is not None and state_checksum(obj, path) != recorded:
             raise IntegrityError(
                 f"{path}: damaged: its content differs from the SHA-256 recorded when it was written (flipped bits, "
                 f"an edit or a bad copy)"
