@@ -12,12 +12,53 @@ from p3d.engine import checkpoint as ck
 from p3d.engine.config import TrainConfig, load_config, save_config
 
 
-def test_defaults_are_the_paper_protocol():
-    c = TrainConfig()
-    assert (c.optim.lr, c.optim.momentum, c.optim.lr_gamma) == (0.001, 0.9, 0.1)
-    assert c.optim.batch_size * c.optim.accum_steps == 128
-    assert (c.data.clip_len, c.data.size, c.data.resize) == (16, [160, 160], [182, 242])
-    assert c.model.freeze_bn is True
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=abc", r"optim.lr='abc': expected float"),
+        ("optim.lr=nan", "must be finite"),
+        ("optim.lr=-inf", "must be finite"),
+        ("optim.lr=0", "must be > 0"),
+        ("optim.iterations=ten", "optim.iterations='ten': expected int"),
+        ("optim.iterations=1.5", "optim.iterations=1.5: expected int"),
+        ("data.flip=maybe", "data.flip='maybe': expected bool"),
+        ("data.flip=1", "data.flip=1: expected bool"),
+        ("model.layers=5", "model.layers=5: expected list of int"),
+        ("model.layers=[1,1,1]", "4 positive stage depths"),
+        ("data.size=[160]", r"\[H, W\]"),
+        ("model.dropout=1.0", r"in \[0, 1\)"),
+        ("model.style=tf", "one of caffe, pytorch"),
+    ],
+)
+def test_typed_values_are_checked_where_they_enter(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_text_stays_text_and_flags_keep_their_types(tmp_path):
+    c = load_config(None, ["run.out_dir=2024-01-01", "data.split=val", "optim.lr=1e-3", "model.name=null"])
+    assert c.run.out_dir == "2024-01-01" and c.data.split == "val" and c.optim.lr == 0.001 and c.model.name is None
+    c = load_config(None, ["run.out_dir=runs/a: b"], flags={"optim.lr": 0.5, "data.size": [64, 48]})
+    assert c.run.out_dir == "runs/a: b" and c.optim.lr == 0.5 and c.data.size == [64, 48]
+    with pytest.raises(ValueError, match=r"--lr: optim.lr=nan"):
+        load_config(None, flags={"optim.lr": float("nan")})
+    f = tmp_path / "c.yaml"
+    f.write_text('optim:\n  lr: "abc"\n')
+    with pytest.raises(ValueError, match=r"c.yaml: optim.lr='abc': expected float"):
+        load_config(f)
+
+
+def test_print_config_lists_every_field_with_type_default_and_meaning():
+    from dataclasses import fields
+
+    from p3d.engine.config import SECTIONS, describe_config
+
+    text = describe_config()
+    for _section, cls in SECTIONS.items():
+        for f in fields(cls):
+            line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"{f.name}:"))
+            assert "(default " in line and "): " in line and len(line.split("): ", 1)[1]) > 5, line
+    assert "  lr: 0.001  # float (default 0.001): base learning rate" in text
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -183,3 +183,93 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_data, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert ck.latest_checkpoint(tmp_path / "run" / "checkpoints")[1]["iteration"] == stopped_at + 1
+
+
+def test_the_default_configuration_trains_with_the_papers_protocol(tiny_data, tmp_path):
+    """Defaults, as the trainer applies them (not constants compared with constants): SGD momentum 0.9, lr 0.001 ÷10
+    every 60K iterations, 128 clips per optimizer step, every BatchNorm frozen except bn_conv1, 16-frame clips
+    cropped to 160×160 from 182×242 with random flips."""
+    from p3d.engine.config import TrainConfig
+
+    cfg = TrainConfig()
+    assert cfg.optim.batch_size * cfg.optim.accum_steps == 128
+    cfg.update({"model": {"name": "p3d63", "width": 4, "layers": [1, 1, 1, 1]}, "data": {"root": str(tiny_data)}})
+    cfg.update({"optim": {"batch_size": 2, "accum_steps": 64}})  # 9 tiny training videos: smaller passes, same 128
+    cfg.update({"run": {"out_dir": str(tmp_path), "progress": False, "tensorboard": False}})
+    t = Trainer(cfg)
+    t._setup()
+    (group,) = t.optimizer.param_groups
+    assert isinstance(t.optimizer, torch.optim.SGD) and group["momentum"] == 0.9 and group["weight_decay"] == 1e-4
+    lrs = {}
+    for it in (0, 59_999, 60_000, 119_999, 120_000):
+        t.iteration = it
+        lrs[it] = t._set_lr()
+    assert lrs == pytest.approx({0: 1e-3, 59_999: 1e-3, 60_000: 1e-4, 119_999: 1e-4, 120_000: 1e-5})
+    assert cfg.optim.batch_size * cfg.optim.accum_steps * t.dist.world_size == 128
+    frozen = [n for n, m in t.model.named_modules() if isinstance(m, torch.nn.BatchNorm3d) and not m.training]
+    trained = [n for n, m in t.model.named_modules() if isinstance(m, torch.nn.BatchNorm3d) and m.training]
+    assert trained == ["bn1"] and len(frozen) > 10
+    spec, tf = t.dataset.spec, t.dataset.transform
+    assert (spec.clip_len, spec.size, spec.resize) == (16, (160, 160), (182, 242)) and tf.train and tf.flip
+    clip, _ = t.dataset[0]
+    assert clip.shape == (3, 16, 160, 160)
+
+
+def test_warmup_ramps_the_logged_learning_rate(tiny_data, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path, optim={"iterations": 5, "warmup": 4, "lr_step": 100, "accum_steps": 1})
+    Trainer(cfg).fit()
+    log = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([0.05 * k / 4 for k in (1, 2, 3, 4)] + [0.05])
+
+
+def test_clip_grad_bounds_the_update(tiny_data, tmp_path):
+    """With momentum's first step and no weight decay the update is lr × the clipped gradient: its norm is at
+    most lr × clip_grad (it would be far larger unclipped)."""
+
+    def update_norm(clip):
+        sec = {"iterations": 1, "accum_steps": 1, "weight_decay": 0.0, "clip_grad": clip}
+        t = Trainer(tiny_config(tiny_data, tmp_path / str(clip), optim=sec, model={"freeze_bn": False}))
+        t._setup()
+        before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+        t.fit()
+        d = [(p.detach() - before[n]).flatten() for n, p in t.model.named_parameters()]
+        return float(torch.cat(d).norm())
+
+    assert update_norm(1e-3) <= 0.05 * 1e-3 * (1 + 1e-3)
+    assert update_norm(None) > 0.05 * 1e-3 * 10
+
+
+@pytest.mark.slow
+def test_compiled_training_runs_and_matches_eager_loss(tiny_data, tmp_path):
+    runs = {}
+    for compile_ in (False, True):
+        cfg = tiny_config(tiny_data, tmp_path / str(compile_), optim={"iterations": 2, "accum_steps": 1},
+                          run={"compile": compile_}, model={"freeze_bn": False, "dropout": 0.0})  # fmt: skip
+        Trainer(cfg).fit()
+        runs[compile_] = [
+            json.loads(x)["loss"] for x in (tmp_path / str(compile_) / "metrics.jsonl").read_text().splitlines()
+        ]
+    assert all(math.isfinite(v) for v in runs[True])
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-3)
+
+
+def test_the_trained_input_spec_travels_to_every_output(tiny_data, tmp_path):
+    """The data settings the model was trained with are its preprocessing in the checkpoint, the run's
+    model.safetensors, the run folder, and an export's metadata: one config, no stale copy."""
+    from p3d.convert.export import export_model
+
+    t = Trainer(tiny_config(tiny_data, tmp_path, optim={"iterations": 1}, data={"clip_len": 8, "size": [32, 32]}))
+    t.fit()
+    want = t.model.input_spec
+    assert (want.clip_len, want.size) == (8, (32, 32))
+    assert t.model.pretrained_cfg.input is want
+    for form in (t._last_ckpt, tmp_path / "model.safetensors", tmp_path):
+        m = load_model(form)
+        assert m.input_spec == want and m.pretrained_cfg.class_names == tuple(t.classes)
+    pt = tmp_path / "m.pt"
+    export_model(load_model(tmp_path), pt, "torchscript", (1, 3, 8, 32, 32))
+    files = {"p3d_config.json": ""}
+    torch.jit.load(str(pt), _extra_files=files)
+    from p3d.spec import InputSpec
+
+    assert InputSpec.from_dict(json.loads(files["p3d_config.json"])["input"]) == want

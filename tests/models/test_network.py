@@ -239,3 +239,24 @@ def test_summary_reports_flops_convention_and_layers():
 
 def test_model_is_a_plain_module_subclass():
     assert isinstance(create_model("p3d63", width=4), P3DResNet)
+
+
+@pytest.mark.parametrize("name", ["p3d63", "c3d"])
+def test_reset_classifier_replaces_the_head_and_the_config(name):
+    opts = {"width": 4, "num_classes": 3} if name == "c3d" else {"width": 4, "layers": (1, 1, 1, 1), "num_classes": 3}
+    m = create_model(name, **opts).eval()
+    m.pretrained_cfg = m.pretrained_cfg.replace(class_names=("a", "b", "c"))
+    spec = m.input_spec
+    x = torch.randn(2, spec.channels, spec.clip_len, *spec.size)
+    m.reset_classifier(7)
+    assert m.num_classes == 7 and m.pretrained_cfg.num_classes == 7 and m.pretrained_cfg.class_names is None
+    with torch.no_grad():
+        assert m(x).shape == (2, 7)
+    head = m.get_classifier()
+    assert head.out_features == 7 and float(head.bias.abs().max()) == 0.0
+    if name == "p3d63":
+        m.reset_classifier(0)  # no head: the model gives pool5
+        with torch.no_grad():
+            assert m(x).shape == (2, m.num_features) and m.num_classes == 0
+    with pytest.raises(ValueError):
+        m.reset_classifier(-1)

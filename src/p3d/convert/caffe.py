@@ -290,6 +290,91 @@ def conv_geometry(layer: Message, ndim: int, source: str) -> dict[str, tuple[int
     return {"kernel": kernel, "stride": stride, "pad": pad}
 
 
+class _Layers:
+    """The named layers of a deploy prototxt, with checked look-ups; errors name the file."""
+
+    def __init__(self, net: Message, src: str) -> None:
+        if net.all("layers") and not net.all("layer"):
+            raise ValueError(f"{src}: uses the old V1 'layers' format; only the deploy files' 'layer' format is read")
+        self.src = src
+        self.by_name: dict[str, Message] = {}
+        for layer in net.all("layer"):
+            name = layer.get1("name")
+            if not isinstance(name, str):
+                raise ValueError(f"{src}: a layer has no name")
+            if name in self.by_name:
+                raise ValueError(f"{src}: two layers are named {name!r}")
+            self.by_name[name] = layer
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.by_name
+
+    def of_type(self, type_: str) -> list[str]:
+        return [n for n, layer in self.by_name.items() if layer.get1("type") == type_]
+
+    def need(self, name: str, type_: str) -> Message:
+        if name not in self.by_name:
+            raise ValueError(f"{self.src}: no layer {name!r}; not a P3D ResNet deploy file in the authors' naming")
+        got = self.by_name[name].get1("type")
+        if got != type_:
+            raise ValueError(f"{self.src}: layer {name!r} is {got!r}, expected {type_}")
+        return self.by_name[name]
+
+
+def _input_shape(net: Message, layers: _Layers) -> tuple[int, ...]:
+    """``(N, C, T, H, W)`` from an Input layer, or the old ``input_shape``/``input_dim`` fields."""
+    shape: tuple[int, ...] = ()
+    for name in layers.of_type("Input"):
+        shape = tuple(int(d) for d in layers.by_name[name].msg("input_param").msg("shape").all("dim"))
+    if not shape and net.all("input_shape"):
+        shape = tuple(int(d) for d in net.msg("input_shape").all("dim"))
+    if not shape and net.all("input_dim"):
+        shape = tuple(int(d) for d in net.all("input_dim"))
+    if len(shape) != 5:
+        raise ValueError(f"{layers.src}: expected a 5D input (N, C, T, H, W), got {list(shape) or 'none'}")
+    return shape
+
+
+def _unit_kind(u: str, layers: _Layers) -> str:
+    """The block type of residual unit ``u`` read from its wiring: ``S`` (no T), ``A`` (S→T, no sum), ``B`` (T reads
+    the reduced input, sum with coefficients 1, 1) or ``C`` (T reads S, coefficients 0.5, 0.5)."""
+    src, b = layers.src, "bn" + u[3:]
+    conv2a, bn2a = layers.need(f"{u}_branch2a", "Convolution"), layers.need(f"{b}_branch2a", "BN")
+    conv2b, bn2b = layers.need(f"{u}_branch2b", "Convolution"), layers.need(f"{b}_branch2b", "BN")
+    conv2c = layers.need(f"{u}_branch2c", "Convolution")
+    layers.need(f"{b}_branch2c", "BN")
+    if bn2a.all("bottom") != conv2a.all("top") or bn2b.all("bottom") != conv2b.all("top"):
+        raise ValueError(f"{src}: unit {u}: a BN layer does not read its convolution")
+    s_out = bn2b.get1("top")
+    if f"{u}_branch2b_t" not in layers:
+        if conv2c.get1("bottom") != s_out:
+            raise ValueError(f"{src}: unit {u}: {u}_branch2c does not read {s_out!r}")
+        return "S"
+    t_in = layers.need(f"{u}_branch2b_t", "Convolution").get1("bottom")
+    t_out = layers.need(f"{b}_branch2b_t", "BN").get1("top")
+    if f"{u}_branch2b_st" not in layers:
+        layers.need(f"{u}_branch2b_t_relu", "ReLU")
+        if t_in != s_out or conv2c.get1("bottom") != t_out:
+            raise ValueError(f"{src}: unit {u}: a cascade without '_st' sum must read S then T (P3D-A)")
+        return "A"
+    st = layers.need(f"{u}_branch2b_st", "Eltwise")
+    layers.need(f"{u}_branch2b_st_relu", "ReLU")
+    coeff = [float(c) for c in st.msg("eltwise_param").all("coeff")] or [1.0, 1.0]
+    op = st.msg("eltwise_param").get1("operation", "SUM")
+    if op != "SUM" or sorted(st.all("bottom")) != sorted([s_out, t_out]):
+        raise ValueError(f"{src}: unit {u}: {u}_branch2b_st must SUM S and T")
+    if conv2c.get1("bottom") != st.get1("top"):
+        raise ValueError(f"{src}: unit {u}: {u}_branch2c does not read {u}_branch2b_st")
+    if t_in == bn2a.get1("top") and coeff == [1.0, 1.0]:
+        return "B"
+    if t_in == s_out and coeff == [0.5, 0.5]:
+        return "C"
+    raise ValueError(
+        f"{src}: unit {u}: T reads {t_in!r} and {u}_branch2b_st has coefficients {coeff}; "
+        f"P3D-B reads {bn2a.get1('top')!r} with (1, 1), P3D-C reads {s_out!r} with (0.5, 0.5)"
+    )
+
+
 def analyze_prototxt(path_or_net: str | Path | Message, source: str | None = None) -> CaffeNet:
     """Read a deploy prototxt and describe its network (see the module docstring); errors name the file."""
     if isinstance(path_or_net, Message):
@@ -297,115 +382,36 @@ def analyze_prototxt(path_or_net: str | Path | Message, source: str | None = Non
     else:
         src = str(path_or_net)
         net = read_prototxt(path_or_net)
-    if net.all("layers") and not net.all("layer"):
-        raise ValueError(f"{src}: uses the old V1 'layers' format; only the 'layer' format of the deploy files is read")
-    layers: dict[str, Message] = {}
-    for layer in net.all("layer"):
-        name = layer.get1("name")
-        if not isinstance(name, str):
-            raise ValueError(f"{src}: a layer has no name")
-        if name in layers:
-            raise ValueError(f"{src}: two layers are named {name!r}")
-        layers[name] = layer
-
-    def need(name: str, type_: str | tuple[str, ...]) -> Message:
-        types = (type_,) if isinstance(type_, str) else type_
-        if name not in layers:
-            raise ValueError(f"{src}: no layer {name!r}; not a P3D ResNet deploy file in the authors' naming")
-        if layers[name].get1("type") not in types:
-            raise ValueError(f"{src}: layer {name!r} is {layers[name].get1('type')!r}, expected {' or '.join(types)}")
-        return layers[name]
-
-    # input
-    shape: tuple[int, ...] = ()
-    for layer in layers.values():
-        if layer.get1("type") == "Input":
-            shape = tuple(int(d) for d in layer.msg("input_param").msg("shape").all("dim"))
-    if not shape and net.all("input_shape"):
-        shape = tuple(int(d) for d in net.msg("input_shape").all("dim"))
-    if not shape and net.all("input_dim"):
-        shape = tuple(int(d) for d in net.all("input_dim"))
-    if len(shape) != 5:
-        raise ValueError(f"{src}: expected a 5D input (N, C, T, H, W), got {list(shape) or 'none'}")
-
-    # residual units, in order
-    units = [n for n, layer in layers.items() if layer.get1("type") == "Eltwise" and _UNIT.fullmatch(n)]
+    layers = _Layers(net, src)
+    shape = _input_shape(net, layers)
+    units = [n for n in layers.of_type("Eltwise") if _UNIT.fullmatch(n)]  # residual units, in order
     depths = tuple(sum(1 for u in units if u[3] == str(s)) for s in range(2, 6))
     if min(depths) < 1:
         raise ValueError(f"{src}: residual units per stage res2..res5 are {list(depths)}; every stage needs one")
-    kinds: list[str] = []
-    for u in units:
-        b = "bn" + u[3:]
-        conv2a = need(f"{u}_branch2a", "Convolution")
-        bn2a = need(f"{b}_branch2a", "BN")
-        conv2b = need(f"{u}_branch2b", "Convolution")
-        bn2b = need(f"{b}_branch2b", "BN")
-        conv2c = need(f"{u}_branch2c", "Convolution")
-        need(f"{b}_branch2c", "BN")
-        if bn2a.all("bottom") != conv2a.all("top") or bn2b.all("bottom") != conv2b.all("top"):
-            raise ValueError(f"{src}: unit {u}: a BN layer does not read its convolution")
-        s_out = bn2b.get1("top")
-        t_name = f"{u}_branch2b_t"
-        if t_name not in layers:
-            kind = "S"
-            if conv2c.get1("bottom") != s_out:
-                raise ValueError(f"{src}: unit {u}: {u}_branch2c does not read {s_out!r}")
-        else:
-            t = need(t_name, "Convolution")
-            bn_t = need(f"{b}_branch2b_t", "BN")
-            st = layers.get(f"{u}_branch2b_st")
-            t_in = t.get1("bottom")
-            if st is None:
-                kind = "A"
-                need(f"{u}_branch2b_t_relu", "ReLU")
-                if t_in != s_out or conv2c.get1("bottom") != bn_t.get1("top"):
-                    raise ValueError(f"{src}: unit {u}: a cascade without '_st' sum must read S then T (P3D-A)")
-            else:
-                need(f"{u}_branch2b_st", "Eltwise")
-                need(f"{u}_branch2b_st_relu", "ReLU")
-                coeff = [float(c) for c in st.msg("eltwise_param").all("coeff")] or [1.0, 1.0]
-                op = st.msg("eltwise_param").get1("operation", "SUM")
-                if op != "SUM" or sorted(st.all("bottom")) != sorted([s_out, bn_t.get1("top")]):
-                    raise ValueError(f"{src}: unit {u}: {u}_branch2b_st must SUM S and T")
-                if conv2c.get1("bottom") != st.get1("top"):
-                    raise ValueError(f"{src}: unit {u}: {u}_branch2c does not read {u}_branch2b_st")
-                if t_in == bn2a.get1("top") and coeff == [1.0, 1.0]:
-                    kind = "B"
-                elif t_in == s_out and coeff == [0.5, 0.5]:
-                    kind = "C"
-                else:
-                    raise ValueError(
-                        f"{src}: unit {u}: T reads {t_in!r} and {u}_branch2b_st has coefficients {coeff}; "
-                        f"P3D-B reads {bn2a.get1('top')!r} with (1, 1), P3D-C reads {s_out!r} with (0.5, 0.5)"
-                    )
-        kinds.append(kind)
+    kinds = [_unit_kind(u, layers) for u in units]
     if any(k != "S" for k in kinds[sum(depths[:3]) :]):
         raise ValueError(f"{src}: res5 units must be 2D (no '_branch2b_t' layer)")
-
-    conv1 = need("conv1", "Convolution")
-    need("bn_conv1", "BN")
-    fcs = [n for n, layer in layers.items() if layer.get1("type") == "InnerProduct"]
+    conv1 = layers.need("conv1", "Convolution")
+    layers.need("bn_conv1", "BN")
+    fcs = layers.of_type("InnerProduct")
     if len(fcs) != 1:
         raise ValueError(f"{src}: expected one InnerProduct (classifier) layer, found {fcs}")
-    fc = layers[fcs[0]]
-    drops = [layer for layer in layers.values() if layer.get1("type") == "Dropout"]
+    drops = [layers.by_name[n] for n in layers.of_type("Dropout")]
     dropout = float(drops[0].msg("dropout_param").get1("dropout_ratio", 0.5)) if drops else 0.0
-    style = "caffe"
-    first = units[depths[0]]
-    if max(conv_geometry(need(f"{first}_branch2b", "Convolution"), 3, src)["stride"]) > 1:
-        style = "pytorch"
+    first = units[depths[0]]  # res3a: the stride sits on its 1×1 (caffe) or its 3×3 (pytorch)
+    strided_3x3 = max(conv_geometry(layers.need(f"{first}_branch2b", "Convolution"), 3, src)["stride"]) > 1
     return CaffeNet(
         source=src,
-        layers=layers,
+        layers=layers.by_name,
         units=units,
         kinds=kinds,
         depths=depths,  # type: ignore[arg-type]
         input_shape=shape,
         width=int(conv1.msg("convolution_param").get1("num_output")),
-        num_classes=int(fc.msg("inner_product_param").get1("num_output")),
+        num_classes=int(layers.by_name[fcs[0]].msg("inner_product_param").get1("num_output")),
         dropout=dropout,
         fc_name=fcs[0],
-        style=style,
+        style="pytorch" if strided_3x3 else "caffe",
     )
 
 
@@ -507,6 +513,69 @@ def _fit(blob: np.ndarray, want: torch.Size, allow_unit_time: bool) -> torch.Ten
     return None
 
 
+class _Blobs:
+    """Caffe blobs into a model's state dict, key by key, recording everything in a :class:`LoadReport`."""
+
+    def __init__(self, model: P3DResNet, net: CaffeNet, src: str) -> None:
+        self.model, self.net, self.src = model, net, src
+        self.target = model.state_dict()
+        self.report = LoadReport(source=src)
+        self.new: dict[str, torch.Tensor] = {}
+
+    def put(self, key: str, blob: np.ndarray, allow_unit_time: bool = False) -> torch.Tensor | None:
+        value = _fit(blob, self.target[key].shape, allow_unit_time)
+        if value is None:
+            self.report.mismatched.append((key, tuple(self.target[key].shape), tuple(blob.shape)))
+        else:
+            self.new[key] = value
+            self.report.loaded.append(key)
+        return value
+
+    def layer(self, name: str, layer: CaffeLayer, path: str, kind: str) -> None:
+        """One Caffe layer's blobs: a conv kernel, an InnerProduct's weight and bias, or a BN's four blobs."""
+        expected_type = {"conv": "Convolution", "bn": "BN", "fc": "InnerProduct"}[kind]
+        if layer.type and layer.type != expected_type:
+            raise WeightLoadError(f"{self.src}: layer {name!r} is a {layer.type!r} layer, expected {expected_type!r}")
+        n_blobs = {"conv": 1, "bn": 4, "fc": 2}[kind]
+        if len(layer.blobs) != n_blobs:
+            raise WeightLoadError(
+                f"{self.src}: layer {name!r} has {len(layer.blobs)} blobs, expected {n_blobs}"
+                + (" (the P3D convolutions have no bias)" if kind == "conv" else "")
+                + (" (scale, shift, mean, variance)" if kind == "bn" else "")
+            )
+        if kind == "conv":
+            self.put(f"{path}.weight", layer.blobs[0], allow_unit_time=True)
+        elif kind == "fc":
+            self.put(f"{path}.weight", layer.blobs[0])
+            self.put(f"{path}.bias", layer.blobs[1])
+        else:
+            self.bn(name, layer, path)
+
+    def bn(self, name: str, layer: CaffeLayer, path: str) -> None:
+        scale, shift, mean, var = layer.blobs
+        self.put(f"{path}.weight", scale)
+        self.put(f"{path}.bias", shift)
+        self.put(f"{path}.running_mean", mean)
+        v = self.put(f"{path}.running_var", var)
+        if v is None:
+            return
+        if float(v.min()) < 0:
+            raise WeightLoadError(f"{self.src}: layer {name!r}: negative variance in blob 3 (min {float(v.min())})")
+        eps, module_eps = _bn_eps(self.net.layers.get(name)), self.model.get_submodule(path).eps
+        if eps != module_eps:  # (x−μ)/√(σ²+ε_caffe) = (x−μ)/√((σ²+ε_caffe−ε) + ε)
+            self.new[f"{path}.running_var"] = v.double().add(eps - module_eps).float()
+
+    def missing(self, table: dict[str, tuple[str, str]], seen: set[str]) -> None:
+        for name, (path, kind) in table.items():
+            if name in seen:
+                continue
+            if kind == "bn":
+                keys = [f"{path}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
+            else:
+                keys = [f"{path}.weight", f"{path}.bias"] if kind == "fc" else [f"{path}.weight"]
+            self.report.missing.extend(f"{k} (Caffe layer {name!r})" for k in keys)
+
+
 def convert_caffe(
     caffemodel: str | Path,
     prototxt: str | Path,
@@ -539,71 +608,23 @@ def convert_caffe(
         raise ValueError(
             f"{net.source}: unit names/types {list(zip(net.units, net.kinds, strict=True))} are not the model's"
         )
-
-    report = LoadReport(source=src)
-    target = model.state_dict()
-    new: dict[str, torch.Tensor] = {}
+    blobs = _Blobs(model, net, src)
     seen: set[str] = set()
-
-    def put(key: str, blob: np.ndarray, allow_unit_time: bool = False) -> torch.Tensor | None:
-        value = _fit(blob, target[key].shape, allow_unit_time)
-        if value is None:
-            report.mismatched.append((key, tuple(target[key].shape), tuple(blob.shape)))
-        else:
-            new[key] = value
-            report.loaded.append(key)
-        return value
-
     for name, layer in layers.items():
         if not layer.blobs:
             continue
         if name not in table:
-            report.unexpected.append(f"{name} ({layer.type or 'no type'}, {len(layer.blobs)} blobs)")
+            blobs.report.unexpected.append(f"{name} ({layer.type or 'no type'}, {len(layer.blobs)} blobs)")
             continue
         seen.add(name)
-        path, kind = table[name]
-        expected_type = {"conv": "Convolution", "bn": "BN", "fc": "InnerProduct"}[kind]
-        if layer.type and layer.type != expected_type:
-            raise WeightLoadError(f"{src}: layer {name!r} is a {layer.type!r} layer, expected {expected_type!r}")
-        n_blobs = {"conv": 1, "bn": 4, "fc": 2}[kind]
-        if len(layer.blobs) != n_blobs:
-            raise WeightLoadError(
-                f"{src}: layer {name!r} has {len(layer.blobs)} blobs, expected {n_blobs}"
-                + (" (the P3D convolutions have no bias)" if kind == "conv" else "")
-                + (" (scale, shift, mean, variance)" if kind == "bn" else "")
-            )
-        if kind == "conv":
-            put(f"{path}.weight", layer.blobs[0], allow_unit_time=True)
-        elif kind == "fc":
-            put(f"{path}.weight", layer.blobs[0])
-            put(f"{path}.bias", layer.blobs[1])
-        else:
-            scale, shift, mean, var = layer.blobs
-            put(f"{path}.weight", scale)
-            put(f"{path}.bias", shift)
-            put(f"{path}.running_mean", mean)
-            v = put(f"{path}.running_var", var)
-            eps = _bn_eps(net.layers.get(name))
-            if v is not None:
-                module_eps = model.get_submodule(path).eps
-                if float(v.min()) < 0:
-                    raise WeightLoadError(f"{src}: layer {name!r}: negative variance in blob 3 (min {float(v.min())})")
-                if eps != module_eps:  # (x−μ)/√(σ²+ε_caffe) = (x−μ)/√((σ²+ε_caffe−ε) + ε)
-                    new[f"{path}.running_var"] = v.double().add(eps - module_eps).float()
-    for name, (path, kind) in table.items():
-        if name not in seen:
-            if kind == "bn":
-                keys = [f"{path}.{k}" for k in ("weight", "bias", "running_mean", "running_var")]
-            elif kind == "fc":
-                keys = [f"{path}.weight", f"{path}.bias"]
-            else:
-                keys = [f"{path}.weight"]
-            report.missing.extend(f"{k} (Caffe layer {name!r})" for k in keys)
+        blobs.layer(name, layer, *table[name])
+    blobs.missing(table, seen)
+    report = blobs.report
     if strict and (not report.ok or report.unexpected):
         raise WeightLoadError(f"{src}: does not fit the network of {net.source}\n{report}")
     with torch.no_grad():
-        for key, value in new.items():
-            target[key].copy_(value)
+        for key, value in blobs.new.items():
+            blobs.target[key].copy_(value)
     model.eval()
     model.pretrained_cfg = model.pretrained_cfg.replace(
         architecture=net.architecture(),

@@ -76,6 +76,82 @@ class _Labeler:
         return None
 
 
+class _Labels:
+    """The label of every row of a feature set as the protocol files give them: stored labels, then a label file,
+    then split lists, then (with a class index) the video's folder name."""
+
+    def __init__(self, fs: FeatureSet, classes: str | Path | None, labels: str | Path | None) -> None:
+        self.fs = fs
+        self.index = _class_index(fs, classes)
+        self.lab = _Labeler(self.index)
+        self.y = fs.labels.copy()
+        if labels is not None:
+            table = read_label_file(labels)
+            rows = resolve_ids(fs.ids, list(table), f"the label file {labels}", fs.source)
+            for r, (vid, tok) in zip(rows, table.items(), strict=True):
+                self.y[r] = self.lab(tok, f"{labels}: {vid}")
+
+    def from_list(self, path: str | Path) -> np.ndarray:
+        """Rows of a split list, labelled by its tokens (or folders); every row must end up labelled."""
+        items = read_split_list(path)
+        rows = resolve_ids(self.fs.ids, [v for v, _ in items], f"the split list {path}", self.fs.source)
+        for r, (vid, tok) in zip(rows, items, strict=True):
+            if tok is not None:
+                self.y[r] = self.lab(tok, f"{path}: {vid}")
+        self.from_folders(rows)
+        missing = [self.fs.ids[r] for r in rows if self.y[r] < 0]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} video(s) of the split list {path} have no label (give a label column, --labels or "
+                f"--classes matching their folder names): {', '.join(map(repr, missing[:5]))}"
+            )
+        return rows
+
+    def from_folders(self, rows: np.ndarray) -> None:
+        """Unlabelled rows whose id's folder is a class name (UCF101 ``Class/v_Class_g01_c01``)."""
+        if self.index is None:
+            return
+        for r in rows:
+            if self.y[r] < 0 and "/" in self.fs.ids[r]:
+                parent = self.fs.ids[r].rsplit("/", 2)[-2]
+                if parent in self.index.names:
+                    self.y[r] = self.index.names.index(parent)
+
+    def protocol(self, splits: list[Split], pool: bool, description: str) -> Protocol:
+        multi = None
+        if self.fs.multi_labels is not None:  # a relabelled row keeps only its new label
+            y, first = self.y, self.fs.labels
+            multi = [
+                labs if y[r] == first[r] else ((int(y[r]),) if y[r] >= 0 else ())
+                for r, labs in enumerate(self.fs.multi_labels)
+            ]
+        return Protocol(self.y, splits, pool, self.lab.names, description, multi)
+
+
+def _split_lists(lab: _Labels, splits: Sequence[tuple[str | Path, str | Path]]) -> Protocol:
+    out = []
+    for i, (train_file, test_file) in enumerate(splits):
+        train, test = lab.from_list(train_file), lab.from_list(test_file)
+        overlap = np.intersect1d(train, test)
+        if len(overlap):
+            raise ValueError(
+                f"{train_file} and {test_file} share {len(overlap)} video(s), e.g. {lab.fs.ids[overlap[0]]!r}"
+            )
+        out.append(Split(f"split{i + 1}", train, test))
+    return lab.protocol(out, False, f"{len(splits)} train/test split(s), mean over splits")
+
+
+def _group_splits(lab: _Labels, known: np.ndarray, groups: str | Path) -> list[Split]:
+    fs = lab.fs
+    table = read_label_file(groups)  # same two-column format: <video> <group>
+    g = np.full(len(fs.ids), "", dtype=object)
+    g[resolve_ids(fs.ids, list(table), f"the group file {groups}", fs.source)] = list(table.values())
+    no_group = [fs.ids[r] for r in known if g[r] == ""]
+    if no_group:
+        raise ValueError(f"{groups}: no group for {len(no_group)} video(s), e.g. {no_group[0]!r}")
+    return leave_one_group_out_splits(g[known])
+
+
 def build_protocol(
     fs: FeatureSet,
     *,
@@ -92,65 +168,12 @@ def build_protocol(
     chosen = sum([bool(splits), kfold is not None, loo, groups is not None])
     if chosen != 1:
         raise ValueError("choose exactly one protocol: --split TRAIN TEST (repeatable), --kfold K, --loo or --groups")
-    index = _class_index(fs, classes)
-    lab = _Labeler(index)
-    y = fs.labels.copy()
-    if labels is not None:
-        table = read_label_file(labels)
-        rows = resolve_ids(fs.ids, list(table), f"the label file {labels}", fs.source)
-        for r, (vid, tok) in zip(rows, table.items(), strict=True):
-            y[r] = lab(tok, f"{labels}: {vid}")
-
-    def fill_from_dirs(rows: np.ndarray) -> None:
-        if index is None:
-            return
-        for r in rows:
-            if y[r] < 0 and "/" in fs.ids[r]:
-                parent = fs.ids[r].rsplit("/", 2)[-2]
-                if parent in index.names:
-                    y[r] = index.names.index(parent)
-
-    def check_labelled(rows: np.ndarray, what: str) -> None:
-        missing = [fs.ids[r] for r in rows if y[r] < 0]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} video(s) of {what} have no label (give a label column, --labels or --classes "
-                f"matching their folder names): {', '.join(map(repr, missing[:5]))}"
-            )
-
-    def multi() -> list[tuple[int, ...]] | None:
-        if fs.multi_labels is None:
-            return None
-        return [
-            labs if y[r] == fs.labels[r] else ((int(y[r]),) if y[r] >= 0 else ())
-            for r, labs in enumerate(fs.multi_labels)
-        ]
-
-    out: list[Split] = []
+    lab = _Labels(fs, classes, labels)
     if splits:
-        for i, (train_file, test_file) in enumerate(splits):
-            parts = []
-            for f in (train_file, test_file):
-                items = read_split_list(f)
-                rows = resolve_ids(fs.ids, [v for v, _ in items], f"the split list {f}", fs.source)
-                for r, (vid, tok) in zip(rows, items, strict=True):
-                    if tok is not None:
-                        y[r] = lab(tok, f"{f}: {vid}")
-                fill_from_dirs(rows)
-                check_labelled(rows, f"the split list {f}")
-                parts.append(rows)
-            overlap = np.intersect1d(parts[0], parts[1])
-            if len(overlap):
-                raise ValueError(
-                    f"{train_file} and {test_file} share {len(overlap)} video(s), e.g. {fs.ids[overlap[0]]!r}"
-                )
-            out.append(Split(f"split{i + 1}", parts[0], parts[1]))
-        desc = f"{len(splits)} train/test split(s), mean over splits"
-        return Protocol(y, out, False, lab.names, desc, multi())
-
+        return _split_lists(lab, splits)
     rows = np.arange(len(fs.ids))
-    fill_from_dirs(rows)
-    known = rows[y >= 0]
+    lab.from_folders(rows)
+    known = rows[lab.y >= 0]
     if len(known) < len(rows):
         import warnings
 
@@ -158,20 +181,12 @@ def build_protocol(
     if len(known) < 2:
         raise ValueError(f"{fs.source}: fewer than 2 labelled videos; give --labels or a labelled dataset")
     if kfold is not None:
-        sp = kfold_splits(y[known], kfold, seed=seed)
+        sp = kfold_splits(lab.y[known], kfold, seed=seed)
         desc = f"{kfold}-fold cross-validation, pooled held-out predictions"
     elif loo:
         sp = leave_one_group_out_splits(range(len(known)))
         desc = "leave-one-video-out, pooled held-out predictions"
     else:
-        table = read_label_file(groups)  # same two-column format: <video> <group>
-        g = np.full(len(fs.ids), "", dtype=object)
-        grows = resolve_ids(fs.ids, list(table), f"the group file {groups}", fs.source)
-        g[grows] = list(table.values())
-        no_group = [fs.ids[r] for r in known if g[r] == ""]
-        if no_group:
-            raise ValueError(f"{groups}: no group for {len(no_group)} video(s), e.g. {no_group[0]!r}")
-        sp = leave_one_group_out_splits(g[known])
+        sp = _group_splits(lab, known, groups)
         desc = f"leave-one-group-out ({len(sp)} groups), pooled held-out predictions"
-    out = [Split(s.name, known[s.train], known[s.test]) for s in sp]
-    return Protocol(y, out, True, lab.names, desc, multi())
+    return lab.protocol([Split(s.name, known[s.train], known[s.test]) for s in sp], True, desc)

@@ -126,4 +126,6 @@ class C3D(ConfiguredModel, nn.Module):
         if num_classes < 1:
             raise ValueError(f"C3D needs num_classes >= 1, got {num_classes}")
         self.fc8 = nn.Linear(self.fc8.in_features, num_classes)
+        nn.init.normal_(self.fc8.weight, std=0.01)
+        nn.init.zeros_(self.fc8.bias)
         self.pretrained_cfg = self.pretrained_cfg.replace(option_changes={"num_classes": num_classes}, class_names=None)

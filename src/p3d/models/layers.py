@@ -188,7 +188,10 @@ def channels_last_weight(conv: nn.Conv3d) -> None:
 def _in_place_ok(x: Tensor) -> bool:
     """In-place ops save memory passes, but not on a view that autograd tracks: there autograd rebuilds the
     view's base in backward and hands a contiguous NCDHW gradient to every conv below (a layout copy each).
-    Conv outputs are views here (``unframes``), BN outputs are not."""
+    Conv outputs are views here (``unframes``), BN outputs are not.  Under ``torch.compile`` the out-of-place op is
+    used (the compiler fuses it, and inspecting views would break the graph)."""
+    if torch.compiler.is_compiling():
+        return False
     return not (x.requires_grad and x._is_view())
 
 
