@@ -105,6 +105,29 @@ def test_tensor_digest_sees_every_value_dtype_shape_and_key():
         tensor_digest({"x": object()})
 
 
+def test_concurrent_atomic_writes_of_one_file_never_collide(tmp_path):
+    """Writers of the same file (two FeatureWriters creating one store's meta.json) each use their own temporary
+    file: every write succeeds and the file is always one of them, whole."""
+    import threading
+
+    target, errors = tmp_path / "meta.json", []
+    payloads = [bytes([65 + k]) * 5000 for k in range(4)]
+
+    def write(data: bytes) -> None:
+        try:
+            for _ in range(50):
+                atomic_write_bytes(target, data)
+        except Exception as e:  # noqa: BLE001 (collected for the assertion)
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(d,)) for d in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and target.read_bytes() in payloads and os.listdir(tmp_path) == ["meta.json"]
+
+
 # ---------------------------------------------------------------------------------------- storage failures
 def _raise(err: int):
     def fail(*args, **kwargs):

@@ -64,8 +64,9 @@ def storage_error(path: str | os.PathLike[str], e: OSError, doing: str = "writin
 
 
 def _tmp_name(path: Path) -> Path:
-    # pid + random: two writers of one path (threads, or processes on a shared filesystem) never share a temp file
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    # pid + random: two writers of one path (threads, or processes on a shared filesystem) never share a temp file;
+    # the suffix stays last, for writers that pick the format by extension
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -91,7 +92,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise storage_error(path.parent, e, "creating the folder") from None
-    tmp = _tmp_name(path).with_suffix(path.suffix)
+    tmp = _tmp_name(path)
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -161,18 +161,22 @@ def _check_finite_weights(model: nn.Module) -> None:
 
 
 def _open_writer(out: str | os.PathLike[str], meta: dict[str, Any], rank: int, flush_every: int) -> FeatureWriter:
-    """This rank's writer; when any rank of the job is refused the store (another process writes it), every rank
-    raises the same error."""
-    writer, refused = None, None
+    """This rank's writer.  When any rank of the job cannot open the store (another process writes it, different
+    settings, a storage error), every rank raises: none goes on alone, none waits for the others forever."""
+    writer, error = None, None
     try:
         writer = FeatureWriter(out, meta, rank=rank, flush_every=flush_every)
-    except OutputLockedError as e:
-        refused = str(e)
-    refused = next((r for r in all_gather_objects(refused) if r), None)
-    if refused is not None:
-        if writer is not None:
+    except Exception as e:
+        error = e
+    failures = all_gather_objects(None if error is None else (isinstance(error, OutputLockedError), str(error)))
+    if error is not None:
+        raise error
+    for r, failure in enumerate(failures):
+        if failure is not None:
+            assert writer is not None
             writer.close()
-        raise OutputLockedError(refused)
+            locked, msg = failure
+            raise OutputLockedError(msg) if locked else ValueError(f"rank {r} could not open {out}: {msg}")
     assert writer is not None
     return writer
 
