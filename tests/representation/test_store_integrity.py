@@ -38,19 +38,23 @@ def test_concurrent_writers_bypassing_the_lock_never_lose_an_id(tmp_path, flushe
     video lists: every id is there once, with its own numbers, and the copies are counted."""
     ids = [f"v{i:02d}" for i in range(23)]
     lists = [ids[:15], ids[8:]]  # v08..v14 done by both
-    start = threading.Barrier(2)
+    start, errors = threading.Barrier(2, timeout=60), []
 
     def write(videos, flush_every):
-        with FeatureWriter(tmp_path, META, flush_every=flush_every, lock=False) as w:
+        try:
             start.wait()
-            for vid in videos:
-                w.add(vid, _video(int(vid[1:])), label=int(vid[1:]) % 3, clip=_clips(int(vid[1:])))
+            with FeatureWriter(tmp_path, META, flush_every=flush_every, lock=False) as w:
+                for vid in videos:
+                    w.add(vid, _video(int(vid[1:])), label=int(vid[1:]) % 3, clip=_clips(int(vid[1:])))
+        except Exception as e:  # noqa: BLE001 (collected for the assertion)
+            errors.append(e)
 
     threads = [threading.Thread(target=write, args=(v, f)) for v, f in zip(lists, flushes, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert errors == [] and not any(t.is_alive() for t in threads)
     names = [p.name for p in list_parts(tmp_path)]
     assert len(names) == sum(-(-len(v) // f) for v, f in zip(lists, flushes, strict=True))  # no part overwritten
     with pytest.warns(UserWarning, match="7 duplicate video id"):
