@@ -3,10 +3,13 @@
 Each sub-command is a small module in ``p3d.commands`` with ``add_arguments(parser)`` and ``run(args) -> int``;
 they are imported only when used so ``p3d --help`` stays fast.
 
-Errors never end in a traceback: bad input (a missing or malformed file, a value out of range, a size whose memory
-cannot fit) is one line ``p3d COMMAND: error: ...`` naming the file or argument, exit status 2; anything else is
-one line with the exception's type and a hint, exit status 1.  ``--debug`` (before or after the command) or
-``P3D_DEBUG=1`` prints the traceback as well.
+Errors never end in a traceback: each is one line on stderr, ``p3d COMMAND: error: ...``, naming the file or
+argument, with the exit status saying which kind: 2 bad input (a missing or malformed file, a value out of range, a
+size whose memory cannot fit, a damaged file), 74 a failed write (full disk, read-only folder, quota; the line names
+the file and what was kept), 75 the output is being written by another process (its pid and host are named; try
+again later), 130 interrupted, 1 anything unexpected (with the exception's type and a hint).  Commands that stop
+cleanly on a signal exit with ``128 + signal``.  ``--debug`` (before or after the command) or ``P3D_DEBUG=1``
+prints the traceback as well.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("p3d.commands.test", "video-level test: 20 clips per video, hit@1/hit@5, per-class, confusion"),
     "predict": ("p3d.commands.predict", "top-k labels of video files (--timeline: action segments along long videos)"),
     "localize": ("p3d.commands.localize", "temporal action localisation mAP@tIoU (ActivityNet) of a dense store"),
+    "verify": ("p3d.commands.verify", "check the checksums of a feature store, a run folder, a checkpoint or weights"),
     "demo": ("p3d.commands.demo", "P3D vs a frame-level 2D ResNet on motion-only synthetic actions (CPU minutes)"),
 }
 
 
 DEBUG_HELP = "on an error, print the traceback too (or set P3D_DEBUG=1)"
+EXIT_STORAGE = 74  # sysexits.h EX_IOERR
+EXIT_LOCKED = 75  # sysexits.h EX_TEMPFAIL: try again when the other writer has finished
 
 
 def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
@@ -59,9 +65,14 @@ def build_parser(argv_command: str | None = None) -> argparse.ArgumentParser:
 
 def describe_error(e: BaseException) -> tuple[str, int]:
     """One line for an exception that ends a command, and the exit status: 2 for bad input (the message names the
-    file or argument), 1 for anything unexpected (with the type and how to see the traceback)."""
-    from p3d.errors import P3DError, is_out_of_memory
+    file or argument), 74 for a failed write, 75 for an output locked by another writer, 1 for anything unexpected
+    (with the type and how to see the traceback)."""
+    from p3d.errors import OutputLockedError, P3DError, StorageError, is_out_of_memory
 
+    if isinstance(e, StorageError):  # full disk, read-only folder: names the file and what was kept
+        return str(e), 2 if e.bad_path else EXIT_STORAGE
+    if isinstance(e, OutputLockedError):  # another process writes this output
+        return str(e), EXIT_LOCKED
     if is_out_of_memory(e):
         m = re.search(r"allocate (\d+) bytes", str(e))
         size = f" {int(m.group(1)) / 2**30:.1f} GiB" if m else ""

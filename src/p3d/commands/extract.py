@@ -1,7 +1,10 @@
 """``p3d extract [KIND] ROOT -o STORE --model NAME``: video-level features of a collection (paper, Sec. 5).
 
 Resumable (re-running skips the videos already in STORE), sharded under torchrun (each rank writes its own
-parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with their reason.
+parts; ``--merge`` or ``p3d merge-features`` joins them), bad videos listed with their reason (unreadable, or
+non-finite features).  One writer per store: a second ``p3d extract`` into it is refused at once (exit 75, naming
+the first one's pid and host).  SIGTERM/SIGINT/SIGHUP write the pending chunk and exit with ``128 + signal``; run
+again to continue.  A failed write (full disk) exits 74 naming the part and what the store keeps.
 
 ``--dense [--stride 16]``: instead of one descriptor per video, the sequence of window descriptors along each video
 with each window's start and end time (:mod:`p3d.representation.dense`; read back with
@@ -155,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
         )
         who = f"rank {info.rank}/{info.world_size}: " if info.distributed else ""
         unit = "windows" if args.dense else "clips"
+        nonfinite = f" ({stats.nonfinite} with non-finite features)" if stats.nonfinite else ""
         print(
-            f"{who}{stats.written} video(s) written, {stats.skipped} already done, {len(stats.bad)} bad, "
+            f"{who}{stats.written} video(s) written, {stats.skipped} already done, {len(stats.bad)} bad{nonfinite}, "
             f"{stats.clips} {unit} in {stats.seconds:.1f}s ({stats.videos_per_second:.2f} videos/s, "
             f"{stats.clips_per_second:.1f} {unit}/s)"
         )
@@ -164,6 +168,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{who}loader: {stats.loader.describe()}; main loop waited on it {stats.wait_seconds:.1f}s")
         for vid, reason in sorted(stats.bad.items()):
             print(f"  bad: {vid}: {reason}")
+        if stats.stopped is not None:
+            print(
+                f"{who}stopped by signal {stats.stopped}: everything computed is in {args.output}; run the same "
+                f"command again to continue"
+            )
+            return 128 + stats.stopped
         if args.merge:
             barrier()
             if info.is_main:

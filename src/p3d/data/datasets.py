@@ -17,7 +17,8 @@ Torch datasets:
 
 * :class:`ClipDataset` (training): item ``i`` -> ``(clip (C, T, H, W) float32, label)``; ``label`` is an
   int, or a ``(num_classes,)`` float multi-hot vector for multi-label lists.  A file that fails is logged
-  and skipped (another sample is drawn); ``num_skipped`` counts failures across DataLoader workers.
+  and skipped (another sample is drawn); :meth:`ClipDataset.collect_failures` gathers the failed files with
+  their reasons from every DataLoader worker (each file once), ``num_skipped`` counts failed draws.
 * :class:`VideoClipsDataset` (testing/extraction): ``flat=False`` -> item per video, ``clips`` is
   ``(N, C, T, H, W)``; ``flat=True`` -> item per (video, clip), ``clips`` is ``(C, T, H, W)``, so clips of
   many videos batch together.  Items are dicts with ``clips, label, video_index, clip_index, video_id,
@@ -32,7 +33,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import queue
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,16 +438,18 @@ def write_manifest(
     if isinstance(samples, SampleList):
         classes = samples.classes if classes is None else classes
         samples = samples.samples
+    from p3d.fileio import atomic_write_text
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "labels", "start", "end", "video_id"])
-        for s in samples:
-            labels = ";".join(classes[i] for i in s.labels) if classes is not None else ";".join(map(str, s.labels))
-            w.writerow([s.path, labels, "" if s.start is None else s.start, "" if s.end is None else s.end, s.video_id])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["path", "labels", "start", "end", "video_id"])
+    for s in samples:
+        labels = ";".join(classes[i] for i in s.labels) if classes is not None else ";".join(map(str, s.labels))
+        w.writerow([s.path, labels, "" if s.start is None else s.start, "" if s.end is None else s.end, s.video_id])
+    atomic_write_text(p, buf.getvalue())
     if classes is not None:
-        (p.parent / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        atomic_write_text(p.parent / "classes.txt", "".join(f"{c}\n" for c in classes))
 
 
 def build_samples(
@@ -606,8 +611,8 @@ class ClipDataset(Dataset):
     ``spec.frame_stride``; random crop, plus a random horizontal flip unless ``flip=False``, e.g. for classes
     that a mirror would swap, such as left/right motion).  ``label`` is an int (multi-hot ``(num_classes,)`` float
     for multi-label lists).  Randomness is a pure function of ``(seed, epoch, i, attempt)``: call
-    :meth:`set_epoch` each epoch.  A failing file is logged, counted and replaced by another random sample
-    (up to ``max_retries`` draws; then ``RuntimeError``).
+    :meth:`set_epoch` each epoch.  A failing file is logged, reported (:meth:`collect_failures`) and replaced by
+    another random sample (up to ``max_retries`` draws; then ``RuntimeError``).
     """
 
     def __init__(
@@ -633,8 +638,12 @@ class ClipDataset(Dataset):
         self.short_policy = short_policy
         self.max_retries = max_retries
         self.threads = threads
+        # Failures travel from the DataLoader workers to the main process: a shared count of failed draws, and a
+        # queue of (path, reason) that collect_failures() drains into `failed`.
         self._skipped = mp.get_context().Value("i", 0)
-        self.failed_paths: set[str] = set()  # this process's failures (workers keep their own)
+        self._reports = mp.get_context().Queue()
+        self._received = 0
+        self.failed: dict[str, str] = {}  # path -> reason: every unreadable file once
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -644,8 +653,29 @@ class ClipDataset(Dataset):
 
     @property
     def num_skipped(self) -> int:
-        """Failed reads so far, summed over all DataLoader workers."""
+        """Failed draws so far, summed over all DataLoader workers (a file drawn twice counts twice; the distinct
+        files are :meth:`collect_failures`)."""
         return int(self._skipped.value)
+
+    def collect_failures(self, timeout: float = 0.0) -> dict[str, str]:
+        """Every unreadable file met so far in this process or any DataLoader worker: path -> reason.
+
+        Reports reach the main process through a queue, a moment after the draw that failed; with ``timeout`` > 0
+        this waits (at most that long) until every failed draw counted so far is reported, e.g. before the counts
+        are written into a checkpoint."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if self._received < self.num_skipped and remaining > 0:
+                    path, reason = self._reports.get(timeout=remaining)
+                else:
+                    path, reason = self._reports.get_nowait()
+            except queue.Empty:
+                break
+            self._received += 1
+            self.failed.setdefault(path, reason)
+        return dict(self.failed)
 
     def load_clip(self, s: Sample, rng: np.random.Generator) -> torch.Tensor:
         """One random clip of ``s``: ``(C, T, H, W)`` float32.  Raises VideoReadError."""
@@ -663,10 +693,11 @@ class ClipDataset(Dataset):
             try:
                 return self.load_clip(s, rng), target(s, self.num_classes, self.multilabel)
             except (VideoReadError, av.error.FFmpegError) as e:
+                reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
                 with self._skipped.get_lock():
                     self._skipped.value += 1
-                self.failed_paths.add(s.path)
-                reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
+                self._reports.put((s.path, reason))
+                self.failed.setdefault(s.path, reason)
                 log.warning("skipping unreadable video %s: %s", s.path, reason)
                 j = int(rng.integers(len(self.samples)))
         raise RuntimeError(

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass
 
@@ -34,8 +35,24 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
+def _stop_only_when_orphaned(signum: int, frame: object) -> None:
+    if os.getppid() != _parent_pid:
+        os._exit(128 + signum)
+
+
+_parent_pid = os.getpid()
+
+
 def worker_init(worker_id: int) -> None:
-    """Per worker: one torch/FFmpeg thread, and Python/NumPy seeds derived from torch's worker seed."""
+    """Per worker: one torch/FFmpeg thread, Python/NumPy seeds derived from torch's worker seed, and signals left to
+    the main process: it decides how to stop (writing its checkpoint or pending features first), and a worker
+    killed by the terminal's Ctrl-C or by a SIGTERM sent to the whole process group (torchrun's shutdown, some
+    schedulers) would make the main process fail instead.  So SIGINT is ignored, and SIGTERM too while the main
+    process lives; workers end when the loader shuts them down or the main process dies (PyTorch's watchdog)."""
+    global _parent_pid
+    _parent_pid = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_only_when_orphaned)
     torch.set_num_threads(1)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)

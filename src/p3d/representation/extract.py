@@ -21,6 +21,13 @@ first videos, then ``ceil(model / decode)`` workers (capped by the cores) and a 
 ``local=LocalSpec("res5c", ...)`` also keeps that layer's activations per position and clip as local descriptors
 (float16, optionally spatial-pyramid pooled and PCA-reduced), for the encoders of the paper's Sec. 5 (FV, VLAD,
 FV-VAE): :mod:`p3d.representation.local` describes them, :func:`fit_local_pca` the one-time PCA.
+
+Stops and failures: SIGTERM, SIGINT and SIGHUP end the run after the video in hand, with the pending chunk written
+(:attr:`ExtractStats.stopped`); a store another process writes is refused at once (on every rank of a torchrun
+job); a failed write names the part and what the store keeps.  Non-finite features are never written: weights
+holding NaN/inf are refused before any work, a video whose features come out non-finite is recorded as bad
+(``non-finite features (layer L)``), and a run whose first videos are *all* non-finite stops with one error
+(:data:`NONFINITE_LIMIT`) instead of filling the store with bad records.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -42,10 +49,13 @@ from p3d.data.datasets import Sample, SampleList, VideoClipsDataset, video_ids
 from p3d.data.loader import LoaderPlan, build_loader, plan_loader, probe_decode_rate
 from p3d.data.transforms import to_model_input
 from p3d.data.video import normalize_id
+from p3d.engine.distributed import all_gather_objects
 from p3d.engine.inference import autocast, for_inference, iter_video_outputs
 from p3d.engine.memory import check_memory, estimate_inference
+from p3d.errors import OutputLockedError, StorageError
 from p3d.fileio import sha256_file
 from p3d.malloc import release_memory
+from p3d.process import StopRequested, StopSignals
 from p3d.representation.local import (
     PCA_NAME,
     LocalPCA,
@@ -54,7 +64,7 @@ from p3d.representation.local import (
     local_descriptors,
     pca_videos,
 )
-from p3d.representation.store import FeatureWriter, check_meta_compatible, list_parts, read_meta
+from p3d.representation.store import FeatureWriter, check_meta_compatible, list_parts, nonfinite_reason, read_meta
 from p3d.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -62,6 +72,9 @@ log = logging.getLogger(__name__)
 DEFAULT_LAYERS = ("pool5",)
 MAP_POOLING = ("max", "avg")
 LOCAL_KEY = "local:"  # the local layer's raw map among a batch's outputs (no layer has this name)
+# A run whose first NONFINITE_LIMIT videos all give non-finite features stops: the model or its precision is
+# broken, and every further video would only add a bad record.
+NONFINITE_LIMIT = 8
 
 
 def reduce_layer(x: Tensor, map_pooling: str = "max") -> Tensor:
@@ -83,7 +96,8 @@ def reduce_layer(x: Tensor, map_pooling: str = "max") -> Tensor:
 
 @dataclass
 class ExtractStats:
-    """What a run did: videos written, bad videos (id -> reason), skipped (already done), clips, seconds.
+    """What a run did: videos written, bad videos (id -> reason; ``nonfinite`` of them for non-finite features),
+    skipped (already done), clips, seconds, and the signal that stopped it early (None: it ran to the end).
 
     ``forward_seconds``: time in model batches (copy to the device, forward, results back); ``wait_seconds``: time
     the main loop waited for the loader's next video; ``workers``: decoding processes used; ``loader``: the
@@ -99,6 +113,8 @@ class ExtractStats:
     wait_seconds: float = 0.0
     workers: int = 0
     loader: LoaderPlan | None = None
+    nonfinite: int = 0
+    stopped: int | None = None
 
     @property
     def videos_per_second(self) -> float:
@@ -172,6 +188,75 @@ def _check_layers(
                 raise ValueError(f"--local {local}: not a conv map (N, C, T, H, W) but {tuple(v.shape)}; try res5c")
 
 
+def _check_finite_weights(model: nn.Module) -> None:
+    """Weights holding NaN or inf would make every feature non-finite: refuse them before any work."""
+    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        src = model.pretrained_cfg.file or model.pretrained_cfg.tag or "the model"
+        more = f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+        raise ValueError(
+            f"{src}: the weights hold non-finite values (NaN/inf in {', '.join(broken[:3])}{more}); every feature "
+            f"would be non-finite, so nothing is extracted"
+        )
+
+
+def _open_writer(out: str | os.PathLike[str], meta: dict[str, Any], rank: int, flush_every: int) -> FeatureWriter:
+    """This rank's writer.  When any rank of the job cannot open the store (another process writes it, different
+    settings, a storage error), every rank raises: none goes on alone, none waits for the others forever."""
+    writer, error = None, None
+    try:
+        writer = FeatureWriter(out, meta, rank=rank, flush_every=flush_every)
+    except Exception as e:
+        error = e
+    failures = all_gather_objects(None if error is None else (isinstance(error, OutputLockedError), str(error)))
+    if error is not None:
+        raise error
+    for r, failure in enumerate(failures):
+        if failure is not None:
+            assert writer is not None
+            writer.close()
+            locked, msg = failure
+            raise OutputLockedError(msg) if locked else ValueError(f"rank {r} could not open {out}: {msg}")
+    assert writer is not None
+    return writer
+
+
+class _NonFiniteGuard:
+    """Holds back the non-finite videos met before the run's first finite one; stops the run when there are
+    :data:`NONFINITE_LIMIT` of them (or the run ends with nothing else)."""
+
+    def __init__(self, writer: FeatureWriter, stats: ExtractStats, out: object) -> None:
+        self.writer, self.stats, self.out = writer, stats, out
+        self.held: list[tuple[str, str]] = []
+        self.finite_seen = False
+
+    def finite(self) -> None:
+        self.finite_seen = True
+        for vid, reason in self.held:
+            self.bad(vid, reason)
+        self.held.clear()
+
+    def bad(self, vid: str, reason: str) -> None:
+        self.writer.add_bad(vid, reason)
+        self.stats.bad[vid] = reason
+        self.stats.nonfinite += 1
+        log.warning("bad %s: %s", vid, reason)
+
+    def nonfinite(self, vid: str, reason: str) -> None:
+        if self.finite_seen:
+            self.bad(vid, reason)
+            return
+        self.held.append((vid, reason))
+        if len(self.held) >= NONFINITE_LIMIT:
+            self.fail()
+
+    def fail(self) -> None:
+        raise ValueError(
+            f"{self.out}: the first {len(self.held)} videos all gave non-finite features ({self.held[0][1]}): the "
+            f"model or its precision is broken (try --amp none); no record was written for them"
+        )
+
+
 def _record_missing(writer: FeatureWriter, missing: Sequence[str], stats: ExtractStats) -> None:
     """Videos the annotations list but the disk lacks: recorded as bad (once, by rank 0)."""
     for m in missing:
@@ -218,7 +303,12 @@ def extract_features(
             PCA, rank 0 fits it first unless the store has it (:func:`fit_local_pca`; other ranks need it there).
     Returns:
         :class:`ExtractStats`.  Videos already in the store (any rank) are skipped; bad videos are recorded in
-        the store with their reason and counted, never raised.
+        the store with their reason and counted, never raised.  SIGTERM/SIGINT/SIGHUP stop the run after the video
+        in hand, writing the pending chunk (``stats.stopped`` is the signal).
+    Raises:
+        OutputLockedError: another process writes this rank's part of the store.
+        StorageError: a part could not be written (``kept`` says what the store holds).
+        ValueError: non-finite weights, or non-finite features from every video (see the module docstring).
     """
     if map_pooling not in MAP_POOLING:
         raise ValueError(f"map_pooling must be one of {MAP_POOLING}, got {map_pooling!r}")
@@ -242,6 +332,7 @@ def extract_features(
     check_memory(need, "feature extraction")  # before the layer check's forward pass and any decoding
     net = for_inference(model, device)
     names = list(layers)
+    _check_finite_weights(net)
     _check_layers(net, names, map_pooling, device, local.layer if local else None)
     pca = None
     if local is not None:
@@ -255,33 +346,7 @@ def extract_features(
                 else load_local_pca(out, local)
             )
 
-    stats = ExtractStats()
-    t0 = time.perf_counter()
-    writer = FeatureWriter(out, meta, rank=rank, flush_every=flush_every)
-    # shard the full, ordered list (not the remaining videos): every rank computes the same assignment even
-    # when the ranks start at different times into a partly filled store
-    shard = range(rank, len(items), world_size)
-    mine = [i for i in shard if ids[i] not in writer.done]
-    stats.skipped = len(shard) - len(mine)
-    if rank == 0:
-        _record_missing(writer, getattr(samples, "missing", []), stats)
-    spec = net.input_spec
-    ds = VideoClipsDataset([items[i] for i in mine], spec, num_clips=num_clips, flip=flip, raw=True)
-    prefetch = 2
-    if num_workers == "auto" or (num_workers is None and device.type == "cuda"):
-        stats.loader = plan_workers(net, ds, names, batch_size=batch_size, device=device, amp=amp)
-        if stats.loader is not None:
-            num_workers, prefetch = stats.loader.workers, stats.loader.prefetch_factor
-            log.info("loader: %s", stats.loader.describe())
-        else:
-            num_workers = None
-    elif isinstance(num_workers, str):
-        raise ValueError(f"num_workers must be an integer, None or 'auto', got {num_workers!r}")
-    loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=prefetch)
-    stats.workers = loader.num_workers
     from tqdm import tqdm
-
-    bar = tqdm(total=len(mine), unit="video", disable=not progress, dynamic_ncols=True, desc=f"extract r{rank}")
 
     def forward(x: Tensor) -> dict[str, Tensor]:
         outs = net.forward_layers(x, names + ([local.layer] if local else []))
@@ -296,54 +361,75 @@ def extract_features(
         if on_batch is not None:
             on_batch(n)
 
-    videos = ((it["video_index"], it["clips"] if it["valid"] else None, it["error"]) for it in _waited(loader, stats))
+    stats = ExtractStats()
+    t0 = time.perf_counter()
+    writer = _open_writer(out, meta, rank, flush_every)
     try:
-        for slot, feats, error in iter_video_outputs(
-            videos,
+        # shard the full, ordered list (not the remaining videos): every rank computes the same assignment even
+        # when the ranks start at different times into a partly filled store
+        shard = range(rank, len(items), world_size)
+        mine = [i for i in shard if ids[i] not in writer.done]
+        stats.skipped = len(shard) - len(mine)
+        if rank == 0:
+            _record_missing(writer, getattr(samples, "missing", []), stats)
+        spec = net.input_spec
+        ds = VideoClipsDataset([items[i] for i in mine], spec, num_clips=num_clips, flip=flip, raw=True)
+        prefetch = 2
+        if num_workers == "auto" or (num_workers is None and device.type == "cuda"):
+            stats.loader = plan_workers(net, ds, names, batch_size=batch_size, device=device, amp=amp)
+            if stats.loader is not None:
+                num_workers, prefetch = stats.loader.workers, stats.loader.prefetch_factor
+                log.info("loader: %s", stats.loader.describe())
+            else:
+                num_workers = None
+        elif isinstance(num_workers, str):
+            raise ValueError(f"num_workers must be an integer, None or 'auto', got {num_workers!r}")
+        loader = build_loader(ds, None, train=False, num_workers=num_workers, device=device, prefetch_factor=prefetch)
+        stats.workers = loader.num_workers
+        stop = StopSignals(on_signal=lambda sig: log.warning("signal %d: writing what is computed", sig))
+        how = _VideoOutput(num_clips, flip, clip_level, local, pca)
+        outputs = iter_video_outputs(
+            _videos(loader, stop, stats),
             forward,
             batch_size=batch_size,
             device=device,
             amp=amp,
             prepare=partial(to_model_input, spec=spec),
             on_batch=counted,
-        ):
-            sample, vid = items[mine[slot]], ids[mine[slot]]
-            if feats is None:
-                writer.add_bad(vid, error)
-                stats.bad[vid] = error
-                log.warning("skipped %s: %s", sample.path, error)
-            else:
-                maps = feats.pop(LOCAL_KEY, None)
-                video, clip = _video_features(feats, num_clips, flip, clip_level)
-                kept = None if local is None else _local_rows(maps, local, pca, num_clips, flip)
-                if isinstance(kept, str):
-                    writer.add_bad(vid, kept)
-                    stats.bad[vid] = kept
-                    log.warning("skipped %s: %s", sample.path, kept)
-                else:
-                    writer.add(vid, video, label=sample.labels, clip=clip, local=kept)
-                    stats.written += 1
-            bar.update(1)
-            bar.set_postfix(bad=len(stats.bad), refresh=False)
+        )
+        guard = _NonFiniteGuard(writer, stats, out)
+        bar = tqdm(total=len(mine), unit="video", disable=not progress, dynamic_ncols=True, desc=f"extract r{rank}")
+        with bar, stop:
+            try:
+                for slot, feats, error in outputs:
+                    i = mine[slot]
+                    _write_video(writer, guard, stats, items[i], ids[i], feats, error, how)
+                    bar.update(1)
+                    bar.set_postfix(bad=len(stats.bad), refresh=False)
+                    if stop.signal is not None:
+                        break
+            except StopRequested:
+                pass  # the signal came while waiting for data: what is computed is in the writer
+            except Exception:
+                if stop.signal is None:
+                    raise
+                log.warning("the data pipeline failed after the signal; stopping", exc_info=True)
+            stats.stopped = stop.signal
+        if guard.held and stats.stopped is None:
+            guard.fail()
+    except StorageError as e:
+        e.kept = e.kept or _kept(writer)
+        raise
     finally:
-        writer.close()
-        bar.close()
         stats.seconds = time.perf_counter() - t0
-        release_memory()
-    return stats
-
-
-def _waited(loader: Iterable[Any], stats: ExtractStats) -> Iterator[Any]:
-    """The loader's items, adding the time spent waiting for each to ``stats.wait_seconds``."""
-    it = iter(loader)
-    while True:
-        t = time.perf_counter()
         try:
-            item = next(it)
-        except StopIteration:
-            return
-        stats.wait_seconds += time.perf_counter() - t
-        yield item
+            writer.close()
+        except StorageError as e:
+            e.kept = e.kept or _kept(writer)
+            raise
+        finally:
+            release_memory()
+    return stats
 
 
 def plan_workers(
@@ -464,6 +550,67 @@ def fit_local_pca(
     log.info("local PCA %d -> %d fitted on %d descriptors of %d videos: %s", pca.input_dim, pca.dim, len(sample),
              len(used), path)  # fmt: skip
     return pca
+
+
+def _videos(loader: Any, stop: StopSignals, stats: ExtractStats) -> Iterator[tuple[int, Tensor | None, str | None]]:
+    """``(video index, clips or None, error)`` of each loader item, adding the time spent waiting for it to
+    ``stats.wait_seconds``; waiting for an item ends at once on a stop signal (a video that never arrives, e.g. on
+    a hung file system, cannot hold the stop up)."""
+    items = iter(loader)
+    while True:
+        t = time.perf_counter()
+        with stop.interruptible():
+            it = next(items, None)
+        stats.wait_seconds += time.perf_counter() - t
+        if it is None:
+            return
+        yield it["video_index"], it["clips"] if it["valid"] else None, it["error"]
+
+
+@dataclass(frozen=True)
+class _VideoOutput:
+    """How a video's clip outputs become its stored rows."""
+
+    num_clips: int
+    flip: bool
+    clip_level: bool
+    local: LocalSpec | None = None
+    pca: LocalPCA | None = None
+
+
+def _write_video(
+    writer: FeatureWriter,
+    guard: _NonFiniteGuard,
+    stats: ExtractStats,
+    sample: Sample,
+    vid: str,
+    feats: dict[str, np.ndarray] | None,
+    error: str | None,
+    how: _VideoOutput,
+) -> None:
+    """One video's outcome into the store: its features, or its record as bad (unreadable, non-finite)."""
+    if feats is None:
+        writer.add_bad(vid, error or "unreadable")
+        stats.bad[vid] = error or "unreadable"
+        log.warning("skipped %s: %s", sample.path, error)
+        return
+    maps = feats.pop(LOCAL_KEY, None)
+    video, clip = _video_features(feats, how.num_clips, how.flip, how.clip_level)
+    reason = nonfinite_reason(video, clip)
+    kept = None
+    if reason is None and how.local is not None:
+        kept = _local_rows(maps, how.local, how.pca, how.num_clips, how.flip)
+        reason, kept = (kept, None) if isinstance(kept, str) else (None, kept)
+    if reason is not None:
+        guard.nonfinite(vid, reason)
+        return
+    guard.finite()
+    writer.add(vid, video, label=sample.labels, clip=clip, local=kept)
+    stats.written += 1
+
+
+def _kept(writer: FeatureWriter) -> str:
+    return f"{writer.written} video(s) in {writer.parts} complete part(s) of this run, and every earlier part"
 
 
 def _video_features(
