@@ -16,6 +16,16 @@ the script
 * projects the encoding time and the encodings' size for UCF101 (13,320 videos).
 
 Mean pooling of the same descriptors is the reference (what pool5 of the video amounts to).
+
+From a real local-descriptor store (``--store-videos N``, or ``--store DIR`` for one written by ``p3d extract
+--local``): the script writes N synthetic videos through ``FeatureWriter`` (float16 row group, as ``p3d extract
+--local`` does; ``--store-pca`` stores them at that dimension instead, as ``--local-pca`` would), reports the disk
+cost per video and for UCF101, the store's read rate (``LocalSet``, one video at a time, warm page cache), and
+``encode_store`` end to end (read + encode + write the encoded store) for FV, VLAD and FV-VAE fitted on a small
+sample: videos/s, the peak RSS growth and the peak of NumPy allocations, each store measured in a fresh process, at
+two store sizes to show that memory does not grow with the store::
+
+    python benchmarks/bench_encode.py --store-videos 96 --only none --sample 10000 --gmm-iter 10 --kmeans-iter 10
 """
 
 from __future__ import annotations
@@ -24,15 +34,23 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from p3d.representation.encoders import FisherVectorEncoder, FVVAEEncoder, VLADEncoder
+from p3d.representation.encode import encode_store
+from p3d.representation.encoders import FisherVectorEncoder, FVVAEEncoder, VLADEncoder, sample_descriptors
+from p3d.representation.local import LocalSet, LocalSpec, disk_cost
+from p3d.representation.store import FeatureWriter, list_parts
 
 UCF101_VIDEOS = 13320
 
@@ -113,11 +131,22 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="for FV-VAE")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--store-videos", type=int, default=0, help="also benchmark a store of N synthetic videos")
+    p.add_argument("--store", default=None, help="benchmark this local-descriptor store (p3d extract --local)")
+    p.add_argument("--store-pca", type=int, default=None, help="synthetic store at this (PCA-reduced) dimension")
+    p.add_argument("--workdir", default=None, help="where the synthetic stores go (default: a temporary folder)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    per_video = args.clips * args.positions
     data = Descriptors(args.dim)
+    if args.store:  # one store, this process (also how the --store-videos run measures each of its stores)
+        rows = measure_store(args, Path(args.store))
+        print_store_table(rows)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"args": vars(args), "cpu": cpu_model(), "store": rows}, f, indent=1)
+        return
+    per_video = args.clips * args.positions
     sample = data.draw(args.sample, seed=1)
     k, pca = args.components, args.pca
     rows = {
@@ -201,9 +230,120 @@ def main() -> None:
         )
         print(f"| {r['encoder']} | {r['dim']:,} | {fit} | {r['videos_per_s']:.1f} | {r['videos_per_cpu_s']:.1f} "
               f"| {mem[0]} | {mem[1]} | {hours:.2f} h | {cpu_hours:.2f} CPU-h | {size:.1f} GiB |")  # fmt: skip
+    store_results = store_benchmark(args, data) if args.store_videos else []
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "cpu": cpu_model(), "results": results}, f, indent=1)
+            json.dump({"args": vars(args), "cpu": cpu_model(), "results": results, "store": store_results}, f, indent=1)
+
+
+def write_store(path: Path, data: Descriptors, videos: int, clips: int, positions: int, dim: int | None) -> float:
+    """A local-descriptor store of ``videos`` synthetic videos (as ``p3d extract --local`` writes it); returns the
+    seconds of writing.  ``dim``: keep the first ``dim`` coordinates (stands for a PCA-reduced store)."""
+    meta = {"model": "synthetic", "layers": ["pool5"], "num_clips": clips, "local": LocalSpec("res5c").to_meta()}
+    t0 = time.perf_counter()
+    with FeatureWriter(path, meta) as w:
+        for v in range(videos):
+            x = data.draw(clips * positions, seed=1000 + v).reshape(clips, positions, -1)[..., :dim]
+            w.add(f"c{v % 8}/v{v:05d}", {"pool5": x.mean((0, 1))}, label=v % 8, local={"res5c": x})
+    return time.perf_counter() - t0
+
+
+def store_benchmark(args: argparse.Namespace, data: Descriptors) -> list[dict]:
+    """Disk cost, read rate and encode_store rate/memory of two synthetic stores, each in its own process."""
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_encode_"))
+    out = []
+    for n in (args.store_videos // 3, args.store_videos):  # two sizes: memory must not grow with the store
+        path = work / f"store{n}"
+        shutil.rmtree(path, ignore_errors=True)
+        seconds = write_store(path, data, n, args.clips, args.positions, args.store_pca)
+        print(f"wrote {n} videos to {path} in {seconds:.1f} s ({n / seconds:.1f} videos/s)")
+        child = [sys.executable, __file__, "--store", str(path), "--only", "none", "--videos", "1", "--json",
+                 str(work / "child.json")]  # fmt: skip
+        for flag in ("repeats", "sample", "components", "pca", "gmm_iter", "kmeans_iter", "vae_steps", "device"):
+            child += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        if args.threads:
+            child += ["--threads", str(args.threads)]
+        subprocess.run(child, check=True)  # a fresh process per store: its peak memory is its own
+        out += json.loads((work / "child.json").read_text())["store"]
+    print_store_table(out)
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def measure_store(args: argparse.Namespace, path: Path) -> list[dict]:
+    local = LocalSet(path)
+    n, per_video = len(local), local.descriptors / len(local)
+    size = sum(f.stat().st_size for f in list_parts(path))
+    reads = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        for _ in local:
+            pass
+        reads.append(n / (time.perf_counter() - t0))
+    read_vps = statistics.median(reads)
+    k, pca = args.components, min(args.pca, local.dim)
+    sample = sample_descriptors(iter(local), args.sample, seed=0)
+    rows = {
+        f"FV K={k} PCA {pca}": FisherVectorEncoder(k, pca_dim=pca, max_iter=args.gmm_iter),
+        f"VLAD K={k} PCA {pca}": VLADEncoder(k, pca_dim=pca, max_iter=args.kmeans_iter),
+        "FV-VAE latent 64": FVVAEEncoder(latent=64, steps=args.vae_steps, device=args.device),
+    }
+    print(f"{path}: {n} videos, {per_video:.0f} descriptors of {local.dim}-d each; {size / n / 1e6:.2f} MB per "
+          f"video on disk (formula {disk_cost(1, int(per_video), local.dim) / 1e6:.2f} MB); read "
+          f"{read_vps:.1f} videos/s = {read_vps * size / n / 1e6:.0f} MB/s")  # fmt: skip
+    out = []
+    with tempfile.TemporaryDirectory(prefix="bench_encode_out_") as tmp:
+        for name, enc in rows.items():
+            enc.fit(sample)
+            dest = Path(tmp) / name.split()[0]
+            speeds, cpu_speeds, peaks, py_peaks = [], [], [], []
+            for r in range(args.repeats + 1):  # the last run for memory (tracemalloc slows allocation a little)
+                shutil.rmtree(dest, ignore_errors=True)
+                if r < args.repeats:
+                    c0 = time.process_time()
+                    stats = encode_store(path, dest, enc)
+                    speeds.append(stats.videos_per_second)
+                    cpu_speeds.append(n / (time.process_time() - c0))
+                    continue
+                tracemalloc.start()
+                with RSSPeak() as rss:
+                    encode_store(path, dest, enc)
+                py_peaks.append(tracemalloc.get_traced_memory()[1])
+                tracemalloc.stop()
+                peaks.append(rss.peak)
+            row = {
+                "store": str(path),
+                "videos": n,
+                "dim": local.dim,
+                "descriptors_per_video": per_video,
+                "disk_bytes_per_video": size / n,
+                "read_videos_per_s": read_vps,
+                "encoder": name,
+                "encoded_dim": enc.dim,
+                "encode_store_videos_per_s": statistics.median(speeds),
+                "encode_store_videos_per_cpu_s": statistics.median(cpu_speeds),
+                "rss_peak_mib": max(peaks) / 2**20,
+                "tracemalloc_peak_mib": max(py_peaks) / 2**20,
+            }
+            out.append(row)
+            print(json.dumps(row))
+    return out
+
+
+def print_store_table(out: list[dict]) -> None:
+    print()
+    print("| store | encoder | E | disk per video | UCF101 on disk | read videos/s | encode_store videos/s "
+          "| videos/CPU-s | peak NumPy | peak RSS growth | UCF101 encode |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in out:
+        print(f"| {r['videos']} videos × {r['descriptors_per_video']:.0f} × {r['dim']}-d | {r['encoder']} "
+              f"| {r['encoded_dim']:,} | {r['disk_bytes_per_video'] / 1e6:.2f} MB "
+              f"| {r['disk_bytes_per_video'] * UCF101_VIDEOS / 1e9:.1f} GB | {r['read_videos_per_s']:.0f} "
+              f"| {r['encode_store_videos_per_s']:.1f} | {r['encode_store_videos_per_cpu_s']:.1f} "
+              f"| {r['tracemalloc_peak_mib']:.0f} MiB "
+              f"| {r['rss_peak_mib']:.0f} MiB "
+              f"| {UCF101_VIDEOS / r['encode_store_videos_per_cpu_s'] / 3600:.2f} CPU-h |")  # fmt: skip
 
 
 if __name__ == "__main__":

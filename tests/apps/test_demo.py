@@ -7,15 +7,17 @@ import numpy as np
 from p3d.apps.demo import DemoSettings, run_demo
 from p3d.evaluation.lists import read_split_list
 from p3d.evaluation.svm import Split, SVMConfig, run_protocol
+from p3d.representation.encoders import ids_digest
+from p3d.representation.local import LocalSet
 from p3d.representation.store import read_features
 
 
-def _svm_top1_from_store(tmp_path, store: str) -> float:
+def _svm_top1_from_store(tmp_path, store: str, layer: str = "pool5") -> float:
     """Recompute a demo SVM accuracy from its feature store and the split lists, without the demo's protocol glue."""
     fs = read_features(tmp_path / store)
     lists = tmp_path / "data" / "ucfTrainTestlist"
     rows = [fs.rows([v for v, _ in read_split_list(lists / f"{n}list01.txt")]) for n in ("train", "test")]
-    res = run_protocol(fs.layer("pool5"), fs.labels, [Split("split1", *rows)], SVMConfig(seed=0), topk=(1,))
+    res = run_protocol(fs.layer(layer), fs.labels, [Split("split1", *rows)], SVMConfig(seed=0), topk=(1,))
     return res.summary()["top1"]
 
 
@@ -60,11 +62,26 @@ def test_demo_pipeline_writes_the_report(tmp_path):
     assert (tmp_path / rep["tsne"]).read_bytes()[:4] == b"\x89PNG"
     assert "## Representation" in md and f"]({rep['tsne']})" in md
 
+    # res5c encodings of the P3D store: fitted on the 10 training videos only, the same SVM and split as pool5
+    assert [e["encoder"] for e in rep["encodings"]] == ["fv", "vlad", "fv-vae"] and "### Encoding res5c" in md
+    train_ids = [v for v, _ in read_split_list(tmp_path / "data" / "ucfTrainTestlist" / "trainlist01.txt")]
+    for e in rep["encodings"]:
+        fs = read_features(tmp_path / e["store"])
+        assert len(fs) == 12 and fs.layers == [e["encoder"]] and fs.layer().shape[1] == e["dim"]
+        assert e["fitted_on"]["ids_sha256"] == ids_digest(train_ids) and e["fitted_on"]["videos"] == 10
+        assert e["svm_top1"] == _svm_top1_from_store(tmp_path, e["store"], e["encoder"])
+        assert f"| res5c {e['label']} | {e['dim']} | {e['svm_top1']:.1%} |" in md
+    local = LocalSet(tmp_path / rep["results"][0]["store"])
+    assert local.layer == "res5c" and local.count(0) == 2 * 5  # 2 clips x (2x2 positions + their maximum)
+
     # Run again: finished runs resume from their final checkpoints and complete feature stores are reused.
     again = run_demo(tmp_path, s, variants=False)
     assert [r["video_hit@1"] for r in again["results"]] == [r["video_hit@1"] for r in report["results"]]
     assert [r["features"]["written"] for r in again["results"] if r["features"]] == [0, 0]
     assert [r["svm_top1"] for r in again["representation"]["results"]] == [r["svm_top1"] for r in rep["results"]]
+    again_enc = again["representation"]["encodings"]
+    assert [e["fit_seconds"] for e in again_enc] == [0.0] * 3  # the saved encoders are reused, not fitted again
+    assert [e["svm_top1"] for e in again_enc] == [e["svm_top1"] for e in rep["encodings"]]
 
 
 def test_demo_without_features(tmp_path):

@@ -4,7 +4,6 @@ caffemodels built with protobuf, checked against an independent interpreter of t
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +12,9 @@ import torch
 from p3d.convert.caffe import analyze_prototxt, caffe_layer_map, convert_caffe, read_caffemodel
 from p3d.convert.prototxt import PrototxtError, parse_prototxt, read_prototxt
 from p3d.errors import WeightLoadError
+from tests.conftest import DEPLOY_FILES
 from tests.convert.caffe_reference import parse_net, run_net, write_caffemodel
 from tests.convert.conftest import make_caffe
-
-OFFICIAL = Path(__file__).resolve().parents[3] / "shared" / "reference" / "official-p3d"
-if not OFFICIAL.is_dir():  # a checkout next to shared/, or the repository's own copy of the reference
-    OFFICIAL = Path("/work/shared/reference/official-p3d")
-DEPLOY = {
-    "kinetics": OFFICIAL / "deploy_p3d_resnet_kinetics.prototxt",
-    "sports1m": OFFICIAL / "deploy_p3d_resnet_sports1m.prototxt",
-}
-needs_official = pytest.mark.skipif(not DEPLOY["kinetics"].is_file(), reason="official deploy prototxts not available")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -46,12 +37,11 @@ def test_prototxt_syntax():
         parse_prototxt("layer { name: 'x'")
 
 
-@needs_official
 @pytest.mark.parametrize("which", ["kinetics", "sports1m"])
-def test_prototxt_reader_agrees_with_protobuf_text_format(which):
+def test_prototxt_reader_agrees_with_protobuf_text_format(which, official_p3d):
     """Every layer's name, type, bottoms, tops and key parameters as google.protobuf.text_format reads them."""
-    text = DEPLOY[which].read_text()
-    ours = read_prototxt(DEPLOY[which]).all("layer")
+    text = (official_p3d / DEPLOY_FILES[which]).read_text()
+    ours = read_prototxt(official_p3d / DEPLOY_FILES[which]).all("layer")
     ref = parse_net(text).layer
     assert len(ours) == len(ref) == 693
     for a, b in zip(ours, ref, strict=True):
@@ -71,14 +61,13 @@ def test_prototxt_reader_agrees_with_protobuf_text_format(which):
 
 
 # ---- network analysis on the official files -----------------------------------------------------------------
-@needs_official
 @pytest.mark.parametrize(
     ("which", "classes", "dropout", "params"), [("kinetics", 400, 0.5, 66_492_240), ("sports1m", 487, 0.1, 66_670_503)]
 )
-def test_official_deploy_analysis(which, classes, dropout, params):
+def test_official_deploy_analysis(which, classes, dropout, params, official_p3d):
     from p3d.models import P3DResNet
 
-    net = analyze_prototxt(DEPLOY[which])
+    net = analyze_prototxt(official_p3d / DEPLOY_FILES[which])
     assert net.depths == (3, 8, 36, 3) and net.pattern == "ABC" and net.style == "caffe"
     assert net.num_classes == classes and net.dropout == dropout and net.input_shape == (1, 3, 16, 160, 160)
     assert net.units[:4] == ["res2a", "res2b", "res2c", "res3a"] and net.units[-4:] == [
@@ -251,12 +240,11 @@ def test_v1_layers_format_is_read(tmp_path):
 
 
 # ---- full size --------------------------------------------------------------------------------------------------
-@needs_official
 @pytest.mark.slow
-def test_full_p3d199_kinetics_conversion(tmp_path):
+def test_full_p3d199_kinetics_conversion(tmp_path, official_p3d):
     """The real deploy file with random blobs: 66.5 M parameters, compared on an 8×160×160 clip (res5a_reshape
     fixes 160×160; 8 frames halve the cost and exercise Caffe's ceil rounding at res5a_pool)."""
-    text = DEPLOY["kinetics"].read_text().replace("dim: 16", "dim: 8", 1)
+    text = (official_p3d / DEPLOY_FILES["kinetics"]).read_text().replace("dim: 16", "dim: 8", 1)
     proto = tmp_path / "deploy.prototxt"
     proto.write_text(text)
     net = parse_net(text)

@@ -206,12 +206,15 @@ def test_clip_dataset_skips_broken_files_and_counts_them(tmp_path, video):
     for i in range(3):
         clip, label = ds[i]
         assert label == 0 and clip.shape == (3, 4, 48, 64)
-    assert ds.num_skipped >= 2 and ds.failed_paths == {str(bad), str(empty)}
+    assert ds.num_skipped >= 2 and set(ds.failed) == {str(bad), str(empty)}
+    assert "not a readable video" in ds.failed[str(bad)]
     ds2 = ClipDataset(samples * 4, SPEC, seed=1)
     loader = build_loader(ds2, 4, train=True, num_workers=2, persistent_workers=False)
     labels = torch.cat([y for _, y in loader])
     assert labels.tolist() == [0] * 12
-    assert ds2.num_skipped >= 8  # counted in the workers, visible here
+    assert ds2.num_skipped >= 8  # failed draws, counted in the workers, visible here
+    # the distinct files with their reasons, reported by the workers (each file once, however often it was drawn)
+    assert set(ds2.collect_failures(timeout=30)) == {str(bad), str(empty)} and ds2.failed == ds2.collect_failures()
     only_bad = ClipDataset([samples[1]], SPEC, max_retries=3)
     with pytest.raises(RuntimeError, match="unreadable"):
         only_bad[0]

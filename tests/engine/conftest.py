@@ -20,6 +20,22 @@ def tiny_data(tmp_path_factory) -> Path:
     )
 
 
+# two training videos of tiny_data replaced by junk (as a damaged download would be): unreadable, skipped
+BROKEN = ("MoveLeft/v_MoveLeft_g03_c01.mp4", "RotateCW/v_RotateCW_g05_c01.mp4")
+
+
+@pytest.fixture(scope="session")
+def broken_data(tiny_data, tmp_path_factory) -> Path:
+    """tiny_data with the training videos :data:`BROKEN` unreadable."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("broken") / "synth"
+    shutil.copytree(tiny_data, root)
+    for rel in BROKEN:
+        (root / "UCF-101" / rel).write_bytes(b"not a video at all" * 10)
+    return root
+
+
 def tiny_config(data_root: Path, out: Path, **sections) -> TrainConfig:
     cfg = TrainConfig()
     base = {

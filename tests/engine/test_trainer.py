@@ -55,9 +55,10 @@ def test_stopped_and_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path):
 
 def test_bare_resume_keeps_the_runs_iteration_budget(tiny_data, tmp_path):
     Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 3})).fit()
-    again = Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 50}), resume=True, keep_budget=True)
+    # nothing given again (a bare `p3d train --out RUN --resume`): the run's saved settings stand, budget included
+    again = Trainer(tiny_config(tiny_data, tmp_path / "r", optim={"iterations": 50}), resume=True, given=())
     res = again.fit()
-    assert res.iteration == 3 and again.cfg.optim.iterations == 3
+    assert res.iteration == 3 and again.cfg.optim.iterations == 3 and again.resume_changes == {}
 
 
 def test_frozen_bn_stays_frozen_and_first_bn_trains(tiny_data, tmp_path):
@@ -151,6 +152,10 @@ def test_sigterm_checkpoints_and_resume_finishes(tiny_data, tmp_path):
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
+    # a second `p3d train` on the same run folder is refused at once, naming the first (before it reads any data)
+    second = subprocess.run([sys.executable, "-m", "p3d", "train", "--config", str(f)], env=_env(),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert second.returncode == 75 and f"being written by pid {proc.pid} on host" in second.stderr, second.stderr
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out

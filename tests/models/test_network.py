@@ -9,8 +9,6 @@ import torch
 from p3d.models import P3DResNet, clip_len_ok, count_layers, create_model, list_models, summarize
 from tests.models.reference import p3d_unit, randomize
 
-PROTOTXTS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "official-p3d"
-
 
 def _n_params(m):
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
@@ -44,10 +42,9 @@ def _prototxt_units(path: Path) -> tuple[list[str], str]:
     return units, "".join(kinds[u] for u in units)
 
 
-@pytest.mark.skipif(not PROTOTXTS.is_dir(), reason="shared/reference not beside the checkout")
 @pytest.mark.parametrize("file", ["deploy_p3d_resnet_sports1m.prototxt", "deploy_p3d_resnet_kinetics.prototxt"])
-def test_unit_names_and_block_pattern_follow_the_deploy_file(file):
-    units, kinds = _prototxt_units(PROTOTXTS / file)
+def test_unit_names_and_block_pattern_follow_the_deploy_file(file, official_p3d):
+    units, kinds = _prototxt_units(official_p3d / file)
     model = create_model("p3d199", width=4)
     ours = [(n, u.kind) for n, u in model.units() if not n.startswith("res5")]
     assert [n for n, _ in ours] == ["res" + u for u in units]

@@ -4,6 +4,7 @@ averaging, bad videos, resume after an interruption, rank sharding, and the CLI.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -192,3 +193,24 @@ def test_multi_label_samples_keep_all_labels(samples, tmp_path):
     fs = read_features(tmp_path / "f")
     assert fs.multi_labels == [(2, 0), (1,), ()]
     np.testing.assert_array_equal(fs.labels, [2, 1, -1])
+
+
+def test_auto_workers_measure_rates_and_keep_results(samples, tmp_path, monkeypatch):
+    """``num_workers="auto"`` sizes the decoding pool from a probe of the model's and the decoder's rates (what a
+    CUDA run does without ``--workers``); the features do not depend on it, and the stats say where time went."""
+    import p3d.data.loader as loader
+
+    monkeypatch.setattr(loader, "_cores", lambda: 4)  # room for 3 workers whatever this machine has
+    model = tiny()
+    auto = run(model, samples[:4], tmp_path / "auto", layers=["pool5"], num_workers="auto")
+    plan = auto.loader
+    assert plan is not None and plan.model_rate > 0 and plan.decode_rate > 0
+    assert plan.workers == min(3, math.ceil(1.25 * plan.model_rate / plan.decode_rate))
+    assert auto.workers == plan.workers and auto.written == 4
+    assert 0 <= auto.wait_seconds and auto.forward_seconds + auto.wait_seconds <= auto.seconds
+    ref = run(model, samples[:4], tmp_path / "ref", layers=["pool5"])  # in-process, no plan
+    assert ref.loader is None and ref.workers == 0
+    a, b = read_features(tmp_path / "auto"), read_features(tmp_path / "ref")
+    np.testing.assert_allclose(a.video["pool5"][a.rows(b.ids)], b.video["pool5"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="num_workers"):
+        run(model, samples[:1], tmp_path / "bad", num_workers="many")

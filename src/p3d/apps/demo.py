@@ -21,6 +21,21 @@ gives, for each model, how well it tells the rotation sense apart (RotateCW agai
 those test videos whose true rotation scores above the opposite one) — one frame, or the frame-level 2D network,
 cannot tell the two apart; a single flow field already holds the sense of rotation.
 
+``timeline=True`` (``p3d demo --timeline``) then takes both trained networks to long, untrimmed videos
+(:func:`p3d.data.make_synthetic_untrimmed`: several actions of the same classes separated by still background, with
+an ActivityNet v1.3 JSON): each network scores windows every ``window_stride`` frames along every video
+(:mod:`p3d.representation.dense`), segments are read off the scores (:mod:`p3d.evaluation.timeline`) and scored as
+ActivityNet scores temporal localisation (mAP at tIoU 0.5:0.05:0.95 and their mean), plus video-level
+classification from the mean window scores: the report's "Untrimmed video" table and ``timeline_<model>.png``;
+each video's timeline is in ``untrimmed/timelines/<model>/`` (``p3d localize`` reads them back).
+
+The paper's res5c encodings (Sec. 5: FV-VAE of res5c, 90.5 % against pool5's 88.6 % on UCF101) in miniature: the
+P3D store also keeps res5c's local descriptors (:mod:`p3d.representation.local`; the demo's tiny P3D has a
+256 x 1 x 2 x 2 res5c, pyramid levels (2, 1): the 4 positions and their maximum, 5 descriptors per clip), and
+:data:`ENCODINGS` -- Fisher vector, VLAD and FV-VAE, small settings so that they add seconds, not minutes -- are
+fitted on the training split only (:func:`p3d.representation.encode.encode_store`) and evaluated by the same linear
+SVM on the same split as pool5: the report's "Encoding res5c" table.
+
 The training settings are :data:`p3d.engine.config.DEMO_OVERRIDES`: tiny networks from scratch need trainable
 BatchNorm and a higher learning rate than the paper's fine-tuning protocol, and no horizontal flips (they
 would swap MoveLeft/MoveRight and the two rotations).  Each model's run folder is a normal ``p3d train`` run:
@@ -34,7 +49,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +59,7 @@ from p3d.engine.checkpoint import latest_checkpoint
 from p3d.engine.config import DEMO_OVERRIDES, TrainConfig
 from p3d.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["DemoSettings", "FLOW_MODELS", "FLOW_TVL1", "MODELS", "VARIANTS", "run_demo"]
+__all__ = ["DemoSettings", "ENCODINGS", "FLOW_MODELS", "FLOW_TVL1", "MODELS", "VARIANTS", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,18 @@ log = logging.getLogger(__name__)
 MODELS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "p3d": ("P3D (mixed A→B→C)", "p3d63", {"pattern": "ABC"}),
     "2d": ("2D ResNet (frame-level)", "resnet50_2d", {}),
+}
+# the res5c encodings of the P3D store: encoder -> (label, settings); small on purpose (module docstring).  FV-VAE:
+# latent 32 and 400 + 200 steps instead of the paper's 256 and thousands (its default takes 35-60 CPU minutes on
+# UCF101-sized data, BENCHMARKS.md); E = 256 x 33 = 8448.
+LOCAL_LAYER, LOCAL_PYRAMID = "res5c", (2, 1)
+ENCODINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "fv": ("Fisher vector (K=8, PCA 64)", {"components": 8, "pca_dim": 64, "max_iter": 100}),
+    "vlad": ("VLAD (K=16, PCA 64)", {"centres": 16, "pca_dim": 64, "max_iter": 100}),
+    "fv-vae": (
+        "FV-VAE (latent 32, 400 + 200 steps)",
+        {"latent": 32, "hidden": (128,), "steps": 400, "batch_size": 256, "finetune_steps": 200},
+    ),
 }
 VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "p3d_a": ("P3D-A", "p3d63", {"pattern": "A"}),
@@ -80,6 +107,8 @@ class DemoSettings:
     feature_clips: int = 2  # clips per video for the representation study (the 32-frame videos hold ~1 clip)
     seed: int = 0
     num_workers: int | None = None
+    untrimmed_videos: int = 16  # --timeline: long videos to localise the actions in
+    window_stride: int = 4  # --timeline: frames between window starts
 
 
 def _dataset(root: Path, s: DemoSettings) -> Path:
@@ -197,7 +226,7 @@ def _train_and_test(
     params = sum(p.numel() for p in net.parameters())
     losses = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     losses = [(r["iteration"], r["loss"]) for r in losses if "loss" in r]
-    row_features = _extract(key, model, net, run_dir, data_root, out, s) if features else None
+    row_features = _extract(key, model, net, run_dir, data_root, out, s, local=key == "p3d") if features else None
     return {
         "key": key,
         "label": label,
@@ -245,13 +274,22 @@ def _fusion_row(rgb: dict[str, Any], flow: dict[str, Any]) -> dict[str, Any]:
 
 
 def _extract(
-    key: str, model: str, net: torch.nn.Module, run_dir: Path, data_root: Path, out: Path, s: DemoSettings
+    key: str,
+    model: str,
+    net: torch.nn.Module,
+    run_dir: Path,
+    data_root: Path,
+    out: Path,
+    s: DemoSettings,
+    local: bool = False,
 ) -> dict[str, Any]:
-    """pool5 descriptors of all train and test videos into ``features/<key>`` (resumable, see the module doc)."""
+    """pool5 descriptors of all train and test videos into ``features/<key>`` (resumable, see the module doc); with
+    ``local``, res5c's local descriptors too."""
     import shutil
 
     from p3d.data import SampleList, build_samples
     from p3d.representation.extract import build_meta, extract_features
+    from p3d.representation.local import LocalSpec
     from p3d.representation.store import check_meta_compatible, read_meta
 
     train = build_samples("ucf101", data_root, subset="train")
@@ -260,6 +298,7 @@ def _extract(
     ckpt = latest_checkpoint(run_dir / "checkpoints")
     if ckpt is None:
         raise RuntimeError(f"{run_dir}: no checkpoint to extract features from")
+    spec = LocalSpec(LOCAL_LAYER, LOCAL_PYRAMID) if local else None
     meta = build_meta(
         net,
         ["pool5"],
@@ -268,6 +307,7 @@ def _extract(
         map_pooling="max",
         class_names=samples.classes,
         dataset=f"p3d demo synthetic ({data_root})",
+        local=spec,
     )
     # the trained weights themselves, not the checkpoint file: a finished run rewrites its last checkpoint
     meta["weights"] = {"checkpoint": ckpt[0].name, "state_sha256": _state_digest(net)}
@@ -291,6 +331,7 @@ def _extract(
         num_workers=workers,
         flush_every=128,
         progress=False,
+        local=spec,
     )
     if stats.bad:
         raise RuntimeError(f"{store}: {len(stats.bad)} video(s) could not be read, e.g. {next(iter(stats.bad))}")
@@ -307,6 +348,53 @@ def _state_digest(net: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _encodings(out: Path, row: dict[str, Any], split: tuple[Path, Path], s: DemoSettings) -> list[dict[str, Any]]:
+    """res5c of ``row``'s store encoded by each of :data:`ENCODINGS` (fitted on the training split only), each
+    evaluated by the linear SVM of the pool5 row; an encoded store made from other weights is encoded again."""
+    import shutil
+
+    from p3d.evaluation.protocol import build_protocol
+    from p3d.evaluation.svm import SVMConfig, run_protocol
+    from p3d.representation.encode import encode_store
+    from p3d.representation.encoders import ENCODERS
+    from p3d.representation.store import read_features, read_meta
+
+    source = out / row["features"]["store"]
+    fs = read_features(source, layers=["pool5"])
+    train_ids = [fs.ids[i] for i in build_protocol(fs, splits=[split], classes=split[0].parent / "classInd.txt")
+                 .splits[0].train]  # fmt: skip
+    results = []
+    for kind, (label, options) in ENCODINGS.items():
+        store = out / "features" / f"{row['key']}-{kind}"
+        old = read_meta(store)
+        if old is not None and old.get("weights") != fs.meta.get("weights"):
+            shutil.rmtree(store)  # encodings of a model trained since: fit and encode again
+        encoder = ENCODERS[kind](seed=s.seed, **options)
+        t0 = time.perf_counter()
+        stats = encode_store(source, store, encoder, fit_ids=train_ids, fit_scope="trainlist01", seed=s.seed)
+        enc = read_features(store)
+        proto = build_protocol(enc, splits=[split], classes=split[0].parent / "classInd.txt")
+        res = run_protocol(enc.layer(kind), proto.labels, proto.splits, SVMConfig(seed=s.seed), topk=(1,))
+        seconds = time.perf_counter() - t0
+        say(f"{row['label']} res5c {label}: SVM top-1 {res.summary()['top1']:.1%} ({enc.layer(kind).shape[1]}-d, "
+            f"fit {stats.fit_seconds:.1f} s, encode {stats.encode_seconds:.1f} s, all {seconds:.1f} s)")  # fmt: skip
+        results.append(
+            {
+                "key": f"{row['key']}-{kind}",
+                "encoder": kind,
+                "label": label,
+                "store": str(store.relative_to(out)),
+                "dim": int(stats.encoder.dim),
+                "svm_top1": res.summary()["top1"],
+                "fit_seconds": stats.fit_seconds,
+                "encode_seconds": stats.encode_seconds,
+                "seconds": seconds,
+                "fitted_on": stats.encoder.fitted_on,
+            }
+        )
+    return results
 
 
 def _representation(out: Path, rows: list[dict[str, Any]], data_root: Path, s: DemoSettings) -> dict[str, Any]:
@@ -348,6 +436,8 @@ def _representation(out: Path, rows: list[dict[str, Any]], data_root: Path, s: D
         )
     which = "test" if len(shown) == len(test_rows) else "all"
     plot_embeddings(panels, out / "tsne.png", names, title=f"t-SNE of pool5 descriptors, {which} videos")
+    local = [r for r in rows if r["key"] == "p3d"]
+    encodings = _encodings(out, local[0], split, s) if local else []
     return {
         "layer": "pool5",
         "clips_per_video": s.feature_clips,
@@ -355,6 +445,93 @@ def _representation(out: Path, rows: list[dict[str, Any]], data_root: Path, s: D
         "svm": {"C": cfg.C, "normalize": cfg.normalize},
         "tsne": "tsne.png",
         "tsne_videos": which,
+        "results": results,
+        "local": {"layer": LOCAL_LAYER, "pyramid": list(LOCAL_PYRAMID), "model": "p3d"} if local else None,
+        "encodings": encodings,
+    }
+
+
+def _untrimmed_dataset(root: Path, s: DemoSettings) -> Path:
+    """The long videos of ``--timeline`` (written once per settings); returns their ActivityNet JSON."""
+    from p3d.data import make_synthetic_untrimmed
+    from p3d.data.synthetic import UNTRIMMED_JSON
+
+    params = {"videos": s.untrimmed_videos, "classes": s.num_classes, "size": list(s.video_size), "seed": s.seed}
+    marker = root / "dataset.json"
+    if marker.is_file() and json.loads(marker.read_text()) == params and (root / UNTRIMMED_JSON).is_file():
+        return root / UNTRIMMED_JSON
+    say(f"writing {s.untrimmed_videos} untrimmed videos to {root} ...")
+    path = make_synthetic_untrimmed(
+        root,
+        s.untrimmed_videos,
+        num_classes=s.num_classes,
+        size=s.video_size,
+        validation_fraction=1.0,  # all of them are test videos: training saw only the trimmed clips
+        seed=s.seed + 1,
+    )
+    atomic_write_json(marker, params, indent=None)
+    return path
+
+
+def _localize(out: Path, rows: list[dict[str, Any]], s: DemoSettings) -> dict[str, Any]:
+    """Both trained networks on the long videos: window scores, segments, ActivityNet mAP@tIoU (module docstring)."""
+    from p3d.data import parse_activitynet
+    from p3d.evaluation.localization import read_ground_truth
+    from p3d.evaluation.timeline import DetectionParams, evaluate_localization, plot_timeline_png, write_timeline
+    from p3d.models.resolve import load_model
+    from p3d.representation.dense import iter_dense_features
+
+    root = out / "untrimmed"
+    gt_path = _untrimmed_dataset(root, s)
+    gt = read_ground_truth(gt_path, "validation")
+    samples = parse_activitynet(gt_path, root, subset="validation")
+    params = DetectionParams()
+    results = []
+    for r in rows:
+        net = load_model(out / "runs" / r["key"]).eval()
+        t0 = time.perf_counter()
+        scores = {}
+        for v in iter_dense_features(
+            net, samples, layers=["prob"], stride=s.window_stride, batch_size=32, num_workers=s.num_workers
+        ):
+            if v.outputs is None:
+                raise RuntimeError(f"{samples[v.index].path}: {v.error}")
+            scores[samples[v.index].video_id] = (v.outputs["prob"], v.times)
+        seconds = time.perf_counter() - t0
+        names = list(net.pretrained_cfg.class_names)
+        res = evaluate_localization(scores, names, gt, params)
+        for tl in res.timelines.values():  # p3d localize reads them back (e.g. to try other detection settings)
+            write_timeline(tl, root / "timelines" / r["key"], plot=False)
+        first = sorted(res.timelines)[0]
+        png = f"timeline_{r['key']}.png"
+        plot_timeline_png(res.timelines[first], out / png, gt.segments[first])
+        windows = sum(len(v[0]) for v in scores.values())
+        say(
+            f"{r['label']}: localisation average mAP {res.detection.average_mAP:.3f} (mAP@0.5 "
+            f"{res.detection.mAP[0]:.3f}) on {len(res.timelines)} long videos, {windows} windows in {seconds:.0f} s"
+        )
+        results.append(
+            {
+                "key": r["key"],
+                "label": r["label"],
+                "mAP": [float(m) for m in res.detection.mAP],
+                "average_mAP": res.detection.average_mAP,
+                "hit@1": res.classification.hits[1],
+                "hit@3": res.classification.hits[3],
+                "classification_mAP": res.classification.mAP,
+                "windows": windows,
+                "seconds": seconds,
+                "timeline": png,
+            }
+        )
+    instances = sum(len(a) for a in gt.segments.values())
+    return {
+        "videos": len(gt.segments),
+        "instances": instances,
+        "seconds_of_video": float(sum(gt.durations.values())),
+        "window_stride": s.window_stride,
+        "tiou_thresholds": [round(float(t), 2) for t in res.detection.tiou_thresholds],
+        "params": asdict(params),
         "results": results,
     }
 
@@ -366,6 +543,7 @@ def _report(
     classes: list[str],
     seconds: float,
     representation: dict[str, Any] | None = None,
+    localization: dict[str, Any] | None = None,
 ) -> str:
     chance = 1.0 / s.num_classes
     lines = [
@@ -419,8 +597,34 @@ def _report(
         ]
         for r in rep:
             lines.append(f"| {r['label']} pool5 | {r['dim']} | {r['svm_top1']:.1%} | {r['extract_seconds']:.1f} |")
+        if representation.get("encodings"):
+            lines += _encoding_lines(representation)
         which, png = representation["tsne_videos"], representation["tsne"]
         lines += ["", f"![t-SNE of the {which} videos' pool5 descriptors]({png})"]
+    if localization is not None:
+        loc = localization
+        p = loc["params"]
+        lines += [
+            "",
+            "## Untrimmed video",
+            "",
+            f"Both networks, trained on the trimmed clips only, score windows every {loc['window_stride']} frames "
+            f"along {loc['videos']} long videos ({loc['seconds_of_video']:.0f} s, {loc['instances']} actions "
+            f"separated by still background). Segments: softmax scores smoothed over {p['smoothing']} windows, "
+            f"threshold {p['threshold']:g}, NMS at tIoU {p['nms_iou']:g}; ActivityNet detection mAP (tIoU "
+            "0.5:0.05:0.95) and "
+            "video classification from the mean window scores.",
+            "",
+            "| model | mAP@0.5 | mAP@0.75 | mAP@0.95 | average mAP | video hit@1 | hit@3 | windows/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in loc["results"]:
+            m = r["mAP"]
+            lines.append(
+                f"| {r['label']} | {m[0]:.3f} | {m[5]:.3f} | {m[9]:.3f} | {r['average_mAP']:.3f} | {r['hit@1']:.1%} | "
+                f"{r['hit@3']:.1%} | {r['windows'] / max(r['seconds'], 1e-9):.1f} |"
+            )
+        lines += [""] + [f"![timeline, {r['label']}]({r['timeline']})" for r in loc["results"]]
     lines += ["", f"Total demo time: {seconds:.0f} s on {torch.get_num_threads()} torch threads."]
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
@@ -431,10 +635,33 @@ def _report(
         "seconds": seconds,
         "results": rows,
         "representation": representation,
+        "localization": localization,
     }
     atomic_write_json(out / "report.json", payload)
     _plot(out / "report.png", rows, chance)
     return text
+
+
+def _encoding_lines(representation: dict[str, Any]) -> list[str]:
+    """The report's "Encoding res5c" table: pool5 of P3D, then each encoding of its res5c local descriptors."""
+    pool5 = next(r for r in representation["results"] if r["key"] == "p3d")
+    local = representation["local"]
+    lines = [
+        "",
+        "### Encoding res5c (paper, Sec. 5)",
+        "",
+        f"{pool5['label']}: res5c's local descriptors (pyramid levels {local['pyramid']}, "
+        f"{representation['clips_per_video']} clips per video) encoded by each encoder fitted on the training split "
+        "only, then the same linear SVM and split as pool5 (the paper: FV-VAE of res5c 90.5 % vs pool5 88.6 % on "
+        "UCF101).",
+        "",
+        "| representation | dimension | SVM top-1 | fit + encode + SVM s |",
+        "|---|---:|---:|---:|",
+        f"| pool5 (mean of res5c) | {pool5['dim']} | {pool5['svm_top1']:.1%} | – |",
+    ]
+    for e in representation["encodings"]:
+        lines.append(f"| res5c {e['label']} | {e['dim']} | {e['svm_top1']:.1%} | {e['seconds']:.1f} |")
+    return lines
 
 
 def _plot(path: Path, rows: list[dict[str, Any]], chance: float) -> None:
@@ -485,12 +712,13 @@ def run_demo(
     settings: DemoSettings | None = None,
     variants: bool = False,
     features: bool = True,
+    timeline: bool = False,
     flow: bool = True,
 ) -> dict[str, Any]:
     """Generate the data, train and test P3D and the 2D baseline (and the P3D variants); with ``flow``, the flow
     stream (flow P3D, flow 2D, two-stream fusion); with ``features``, the representation study of P3D and the 2D
-    baseline; write the report.  Returns ``report.json``'s content, or ``{"status": "stopped"}`` when a signal
-    stopped training (run again to resume)."""
+    baseline; with ``timeline``, their action localisation in long videos; write the report.  Returns
+    ``report.json``'s content, or ``{"status": "stopped"}`` when a signal stopped training (run again to resume)."""
     global _T0
     _T0 = time.perf_counter()
     s = settings or DemoSettings()
@@ -525,7 +753,11 @@ def run_demo(
     if features:
         say("representation: linear SVM and t-SNE on pool5 features of both trained networks")
     rep = _representation(out, [r for r in rows if r["features"]], data_root, s) if features else None
+    loc = None
+    if timeline:
+        say("untrimmed video: both trained networks localise actions in long videos")
+        loc = _localize(out, [r for r in rows if r["key"] in MODELS], s)
     seconds = time.perf_counter() - _T0
-    text = _report(out, rows, s, list(SYNTHETIC_CLASSES[: s.num_classes]), seconds, rep)
+    text = _report(out, rows, s, list(SYNTHETIC_CLASSES[: s.num_classes]), seconds, rep, loc)
     print("\n" + text)
     return {"status": "completed", **json.loads((out / "report.json").read_text())}

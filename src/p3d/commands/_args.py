@@ -93,6 +93,15 @@ def samples_from_args(
     """The :class:`~p3d.data.SampleList` the data arguments name.  ``for_test``: the paper's test split/subset
     (:data:`TEST_DEFAULTS`) where none is given.  ``whole_split``: without ``--subset``, every subset of the split
     (:data:`SPLIT_SUBSETS`: UCF101 train and test lists, ActivityNet training and validation)."""
+    lists = list(subset_samples(args, default_kind=default_kind, for_test=for_test, whole_split=whole_split).values())
+    return lists[0].union(*lists[1:])
+
+
+def subset_samples(
+    args: argparse.Namespace, *, default_kind: str | None = None, for_test: bool = False, whole_split: bool = False
+) -> dict[str | None, Any]:
+    """The sample list of each subset :func:`samples_from_args` joins, by subset name (one ``None`` key when the
+    data has no subsets), so a command can say what it read."""
     from p3d.data import build_samples
 
     kind = data_kind(args) or default_kind
@@ -101,15 +110,15 @@ def samples_from_args(
     if kind is None:
         from p3d.data import samples_from_path
 
-        return samples_from_path(args.data_root)
+        return {None: samples_from_path(args.data_root)}
     defaults = TEST_DEFAULTS.get(kind, {}) if for_test else {}
     split = args.split if args.split is not None else defaults.get("split")
     sub = getattr(args, "subset", None)
     subsets = [sub if sub is not None else defaults.get("subset")]
     if whole_split and sub is None and kind in SPLIT_SUBSETS:
         subsets = list(SPLIT_SUBSETS[kind])
-    lists = [
-        build_samples(
+    parts = {
+        s: build_samples(
             kind,
             args.data_root,
             annotations=args.annotations,
@@ -119,8 +128,15 @@ def samples_from_args(
             classes=args.classes,
         )
         for s in subsets
-    ]
-    return lists[0].union(*lists[1:])
+    }
+    if not any(len(p) for p in parts.values()):
+        missing = [m for p in parts.values() for m in getattr(p, "missing", [])]
+        if missing:
+            raise FileNotFoundError(
+                f"{describe_data(args)}: none of the {len(missing)} listed videos is on disk (e.g. {missing[0]})"
+            )
+        raise ValueError(f"{describe_data(args)}: the dataset lists no videos")
+    return parts
 
 
 def describe_data(args: argparse.Namespace) -> str:
@@ -255,11 +271,29 @@ def add_runtime_arguments(p: argparse.ArgumentParser, *, batch_size: int, title:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
 def check_positive(**values: int | None) -> None:
     """``--name`` values that must be >= 1 (None: not given): one line naming the first bad one."""
     for name, v in values.items():
         if v is not None and v < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+            raise ValueError(f"{_flag(name)} must be >= 1, got {v}")
+
+
+def check_non_negative(**values: int | float | None) -> None:
+    """``--name`` values that must be finite and >= 0 (None: not given), e.g. ``--workers`` (0: in-process)."""
+    for name, v in values.items():
+        if v is not None and not 0 <= v < float("inf"):
+            raise ValueError(f"{_flag(name)} must be >= 0, got {v}")
+
+
+def check_positive_float(**values: float | None) -> None:
+    """``--name`` values that must be finite and > 0 (None: not given), e.g. a learning rate or ``--C``."""
+    for name, v in values.items():
+        if v is not None and not 0 < v < float("inf"):
+            raise ValueError(f"{_flag(name)} must be a finite number > 0, got {v}")
 
 
 def add_source_argument(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,11 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("labels")
     g.add_argument("--labels", default=None, metavar="FILE", help="'<video> <label>' lines (override stored labels)")
     g.add_argument(
-        "--classes", default=None, metavar="FILE", help="class index ('<index> <name>' lines, e.g. UCF101 classInd.txt)"
+        "--classes",
+        default=None,
+        metavar="FILE",
+        help="class index ('<index> <name>' lines, e.g. UCF101 classInd.txt; default: a classInd.txt beside the "
+        "--split lists, else the stored class names)",
     )
     g = p.add_argument_group("classifier")
     g.add_argument("--C", type=float, default=1.0, help="LinearSVC regularisation (default 1)")
@@ -35,14 +38,26 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of fold shuffling, PCA and the SVM (default 0)")
 
 
+def class_index_file(args: argparse.Namespace) -> str | None:
+    """``--classes``, or UCF101's ``classInd.txt`` when it lies beside the first ``--split`` list: the labels of
+    ``trainlist01.txt`` count from 1 as that index does, while the stored class names count from 0."""
+    if args.classes is not None or not args.split:
+        return args.classes
+    beside = Path(args.split[0][0]).parent / "classInd.txt"
+    return str(beside) if beside.is_file() else None
+
+
 def protocol_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from p3d.commands._args import check_non_negative
+
+    check_non_negative(seed=args.seed)
     return {
         "splits": [tuple(s) for s in args.split],
         "kfold": args.kfold,
         "loo": args.loo,
         "groups": args.groups,
         "labels": args.labels,
-        "classes": args.classes,
+        "classes": class_index_file(args),
         "seed": args.seed,
     }
 
@@ -50,11 +65,6 @@ def protocol_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def write_json(path: str | None, obj: Any) -> None:
     if path is None:
         return
-    import os
+    from p3d.fileio import atomic_write_json
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, p)
-    print(f"wrote {p}")
+    print(f"wrote {atomic_write_json(path, obj)}")

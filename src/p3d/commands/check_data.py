@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
 from p3d.commands._args import add_data_arguments, samples_from_args
 from p3d.data.check import check_samples
@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_non_negative, check_positive
+    from p3d.fileio import atomic_write_json, check_writable
+
+    check_non_negative(min_frames=args.min_frames)
+    check_positive(workers=args.workers)
+    for out in (args.write_clean, args.json):  # before the scan, not after it
+        if out:
+            check_writable(Path(out).parent)
     samples = samples_from_args(args)
     report = check_samples(
         samples,
@@ -55,6 +63,5 @@ def run(args: argparse.Namespace) -> int:
         write_manifest([s for s in report.good], args.write_clean, classes=samples.classes)
         print(f"wrote {len(report.good)} usable samples to {args.write_clean}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"summary": summary, "bad": report.bad, "missing": report.missing}, f, indent=1)
+        atomic_write_json(args.json, {"summary": summary, "bad": report.bad, "missing": report.missing})
     return 0 if not report.bad else 1

@@ -5,7 +5,9 @@ accuracies.  Unless ``--no-flow``, the optical-flow stream too: TV-L1 flow of ev
 2D ResNet, and the two-stream late fusion, with each model's rotation-sense accuracy.  ``--variants`` adds P3D-A,
 -B and -C (the paper's Table 1 in miniature).  Then, unless ``--no-features``, both trained RGB networks serve as
 video descriptors: pool5 features of the train and test videos, a linear SVM on each, and ``tsne.png``.
-Interrupted demos resume from their checkpoints (and feature stores) when run again with the same ``--out``.
+``--timeline`` then localises the actions in long, untrimmed videos with both networks (ActivityNet mAP@tIoU,
+``timeline_*.png``).  Interrupted demos resume from their checkpoints (and feature stores) when run again with the
+same ``--out``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip the representation study (pool5 features, linear SVM, t-SNE of P3D and the 2D baseline)",
     )
     p.add_argument(
+        "--timeline",
+        action="store_true",
+        help=f"then localise the actions in {d.untrimmed_videos} long, untrimmed videos (ActivityNet mAP@tIoU)",
+    )
+    p.add_argument(
         "--no-flow",
         action="store_true",
         help="skip the optical-flow stream (TV-L1 flow of the videos, flow P3D and 2D, two-stream fusion)",
@@ -60,8 +67,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not 2 <= args.classes <= 8:
         raise ValueError(f"--classes must be in 2..8, got {args.classes}")
-    if args.iterations < 1:
-        raise ValueError(f"--iterations must be >= 1, got {args.iterations}")
+    from p3d.commands._args import check_non_negative, check_positive
+    from p3d.fileio import check_writable
+
+    check_positive(iterations=args.iterations, lr_step=args.lr_step)
+    check_positive(videos_per_class=args.videos_per_class, test_clips=args.test_clips)
+    check_non_negative(seed=args.seed, workers=args.workers)
+    check_writable(args.out)
     s = DemoSettings(
         num_classes=args.classes,
         videos_per_class=args.videos_per_class,
@@ -71,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         num_workers=args.workers,
     )
-    report = run_demo(args.out, s, variants=args.variants, features=not args.no_features, flow=not args.no_flow)
+    report = run_demo(
+        args.out,
+        s,
+        variants=args.variants,
+        features=not args.no_features,
+        timeline=args.timeline,
+        flow=not args.no_flow,
+    )
     if report["status"] == "stopped":
         return 128 + 15
     acc = {r["key"]: r["video_hit@1"] for r in report["results"]}
@@ -87,5 +106,8 @@ def run(args: argparse.Namespace) -> int:
         svm = {r["key"]: r["svm_top1"] for r in report["representation"]["results"]}
         print(f"linear SVM on P3D pool5 features: {svm['p3d']:.1%}")
         print(f"linear SVM on 2D pool5 features:  {svm['2d']:.1%}   (t-SNE: {args.out}/tsne.png)")
+    if report.get("localization") is not None:
+        for r in report["localization"]["results"]:
+            print(f"{r['label']}: localisation average mAP {r['average_mAP']:.3f} (mAP@0.5 {r['mAP'][0]:.3f})")
     print(f"report: {args.out}/report.md, {args.out}/report.png  ({report['seconds']:.0f} s)")
     return 0

@@ -20,10 +20,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from p3d.commands._args import check_non_negative, check_positive, check_positive_float
     from p3d.evaluation.lists import read_class_index, read_label_file, resolve_ids
     from p3d.evaluation.plots import plot_embedding, tsne_embedding
     from p3d.representation.store import read_features
 
+    check_positive(max_videos=args.max_videos)
+    check_positive_float(perplexity=args.perplexity)
+    check_non_negative(seed=args.seed)
     fs = read_features(args.features)
     X = fs.layer(args.layer)
     y = fs.labels.copy()

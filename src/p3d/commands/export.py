@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_non_negative
     from p3d.convert.export import export_model
+    from p3d.engine.memory import check_memory, estimate_inference
     from p3d.fileio import check_writable
 
     out = Path(args.output)
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if fmt is None:
         raise ValueError(f"{out}: cannot tell the format from the suffix; use .onnx, .pt, .pt2 or --format")
     check_positive(batch=args.batch, clip_len=args.clip_len, size=args.size, opset=args.opset)
+    check_non_negative(atol=args.atol)
     check_writable(out.parent)
     if args.in_channels is not None:
         args.model_option.append(f"in_channels={args.in_channels}")
@@ -40,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     spec = model.input_spec
     t = args.clip_len or spec.clip_len
     h, w = (args.size, args.size) if args.size else spec.size
+    check_memory(  # the parity check runs batches of 1 and 2 clips besides --batch
+        estimate_inference(model, spec.replace(clip_len=t, size=(h, w)), batch_size=max(2, args.batch), decoding=False),
+        "exporting (trace and parity check)",
+    )
     kwargs = {"check": not args.no_check, "atol": args.atol}
     if fmt == "onnx":
         kwargs["opset"] = args.opset

@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_positive_float
     from p3d.evaluation.plots import plot_pca_study
     from p3d.evaluation.protocol import build_protocol
     from p3d.evaluation.svm import SVMConfig, pca_dimension_study
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     if any(d < 1 for d in args.dims):
         raise ValueError(f"--dims must be positive, got {args.dims}")
+    check_positive_float(C=args.C)
     curves: dict[str, list[tuple[int, float]]] = {}
     for spec in args.features:
         name, _, path = spec.rpartition("=")

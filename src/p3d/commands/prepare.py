@@ -27,6 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from p3d.commands._args import check_positive
+    from p3d.engine.memory import MemoryEstimate, check_memory
+    from p3d.fileio import check_writable
+
+    check_positive(gop=args.gop, workers=args.workers)
+    if not 0 <= args.crf <= 51:
+        raise ValueError(f"--crf must be in 0..51 (x264's quality scale), got {args.crf}")
+    h, w = args.size
+    frames = {"frames being re-encoded": args.workers * 4 * h * w * 3}  # decoded, resized, encoder input and output
+    check_memory(MemoryEstimate(torch.device("cpu"), host=frames), "re-encoding", "use a smaller --size or --workers")
+    check_writable(args.dst)
     report = prepare_tree(
         args.src,
         args.dst,

@@ -34,11 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_non_negative, check_positive_float
     from p3d.commands._evalargs import write_json
     from p3d.evaluation.lists import read_pair_list, resolve_ids
     from p3d.evaluation.similarity import aslan_evaluate, fold_assignment
     from p3d.representation.store import read_features
 
+    check_positive_float(C=args.C)
+    check_non_negative(shuffle_seed=args.shuffle_seed)
     fs = read_features(args.features)
     if args.layers:
         layers = list(args.layers)

@@ -16,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.engine.memory import check_memory, estimate_inference
     from p3d.models import summarize
 
     check_positive(clip_len=args.clip_len, size=args.size, in_channels=args.in_channels)
@@ -24,5 +25,9 @@ def run(args: argparse.Namespace) -> int:
     spec = model.input_spec
     t = args.clip_len or spec.clip_len
     h, w = (args.size, args.size) if args.size else spec.size
+    check_memory(
+        estimate_inference(model, spec.replace(clip_len=t, size=(h, w)), batch_size=1, decoding=False),
+        "counting FLOPs (one forward pass)",
+    )
     print(summarize(model, model.pretrained_cfg.architecture, (1, spec.channels, t, h, w)))
     return 0

@@ -39,10 +39,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p3d.commands._args import check_positive, check_positive_float
     from p3d.evaluation.protocol import build_protocol
     from p3d.evaluation.svm import SVMConfig, run_protocol
     from p3d.representation.store import join_features, read_features
 
+    check_positive_float(C=args.C)
+    check_positive(pca=args.pca, topk=min(args.topk))
     layers = args.layer or [None] * len(args.features)
     if len(layers) != len(args.features):
         raise ValueError(f"{len(layers)} --layer values for {len(args.features)} feature stores: give one per store")

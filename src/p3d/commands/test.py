@@ -23,6 +23,7 @@ from p3d.commands._args import (
     add_flow_arguments,
     add_model_arguments,
     add_runtime_arguments,
+    check_non_negative,
     check_positive,
     flow_from_rgb_from_args,
     model_from_args,
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     check_positive(clips=args.clips, batch_size=args.batch_size, topk=args.topk, max_videos=args.max_videos)
+    check_non_negative(workers=args.workers)
     w_rgb, w_flow = args.fusion_weights
     if min(w_rgb, w_flow) < 0 or w_rgb + w_flow <= 0:
         raise ValueError(f"--fusion-weights must be two numbers >= 0, not both 0, got {args.fusion_weights}")

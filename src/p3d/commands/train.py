@@ -2,8 +2,14 @@
 
 Configuration: defaults (the paper's), then ``--config FILE.yaml``, then the explicit flags below, then
 ``--set section.key=value`` (any field of :mod:`p3d.engine.config`).  The resolved configuration is saved as
-``<out>/config.yaml``.  Exit status: 0 finished, 3 diverged, 128+signal when stopped by SIGTERM/SIGINT (the
-checkpoint is written; run again with ``--resume``).
+``<out>/config.yaml``.  With ``--resume`` the run's saved settings stand, except those given again: the learning
+rate and its schedule, the iteration budget, validation, checkpointing and logging apply (and are logged); the
+architecture, data, batch size × accumulation and seed are refused with the reason.
+
+Exit status: 0 finished, 3 diverged, 128+signal when stopped by SIGTERM/SIGINT/SIGHUP or by the death of the
+launcher (the checkpoint is written; run again with ``--resume``), 2 bad arguments, 74 a failed write (full disk,
+read-only folder: the message names the file and the last good checkpoint), 75 the run folder is being written by
+another process (named).
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ _FLAGS = {
     "val_every": "run.val_every",
     "ckpt_every": "run.ckpt_every",
 }
+
+
+# config key -> the flag as typed, for error messages
+_FLAG_NAMES = {key: f"--{flag.replace('_', '-')}" for flag, key in _FLAGS.items()} | {"data.kind": "--dataset"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -147,22 +157,20 @@ def flags_from_args(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from p3d.engine import DivergenceError, Trainer, load_config
-    from p3d.engine.config import describe_config
+    from p3d.engine.config import describe_config, given_keys
     from p3d.engine.distributed import cleanup
+    from p3d.fileio import check_writable
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = load_config(args.config, args.overrides, flags_from_args(args))
+    flags = flags_from_args(args)
+    cfg = load_config(args.config, args.overrides, flags, _FLAG_NAMES)
     if args.print_config:
         print(describe_config(cfg), end="")
         return 0
-    # A bare `--resume` keeps the run's own iteration budget; --iterations, --config or --set optim.iterations=…
-    # given again decide it (e.g. to extend a finished run).
-    budget_given = (
-        args.iterations is not None
-        or args.config is not None
-        or any(o.split("=", 1)[0].strip() == "optim.iterations" for o in args.overrides)
-    )
-    trainer = Trainer(cfg, resume=args.resume, keep_budget=bool(args.resume) and not budget_given)
+    check_writable(cfg.run.out_dir)  # a run folder that cannot be written is found now, not at the first checkpoint
+    # On --resume the run's saved settings stand, except those given again here (file, flags, --set): they apply
+    # when they may change (lr, schedule, budget, validation ...) and are refused with the reason otherwise.
+    trainer = Trainer(cfg, resume=args.resume, given=given_keys(args.config, args.overrides, flags))
     try:
         result = trainer.fit()
     except DivergenceError as e:

@@ -26,11 +26,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p3d.commands._args import check_positive, model_from_args
+    import torch
+
+    from p3d.commands._args import check_non_negative, check_positive, check_positive_float, model_from_args
     from p3d.engine.distributed import pick_device
+    from p3d.engine.memory import MemoryEstimate, check_memory, estimate_training
+    from p3d.fileio import check_writable
     from p3d.representation.visualize import DeepDrawConfig, class_index_of, deepdraw, write_animation, write_strip
 
     check_positive(steps=args.steps, octaves=args.octaves, scale=args.scale, fps=args.fps)
+    check_positive_float(lr=args.lr)
+    check_non_negative(jitter=args.jitter, seed=args.seed)
+    if not all(0 <= b < float("inf") for b in args.blur):
+        raise ValueError(f"--blur must be two finite sigmas >= 0, got {args.blur}")
+    if Path(args.output).suffix.lower() not in (".gif", ".mp4"):
+        raise ValueError(f"{args.output}: the animation must be a .gif or .mp4 file")
+    check_writable(Path(args.output).parent)  # before the gradient steps, not after them
     model = model_from_args(args)
     names = list(model.pretrained_cfg.class_names or []) or None
     if args.classes:
@@ -52,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     device = pick_device(args.device)
+    check_memory(estimate_training(model, batch_size=1, num_workers=0, device=device), "DeepDraw (gradient steps)")
+    frames = model.input_spec.clip_len * h * w * 3 * args.scale**2  # upscaled uint8, held twice while encoding
+    need = MemoryEstimate(torch.device("cpu"), host={"upscaled frames": 2 * frames})
+    check_memory(need, "writing the animation", "use a smaller --scale")
     res = deepdraw(model, cls, cfg, device=device)
     label = f"{cls} ({names[cls]})" if names else str(cls)
     print(f"class {label}: logit {res.scores[0]:.3f} -> {res.scores[-1]:.3f} over {len(res.scores) - 1} steps")

@@ -94,6 +94,8 @@ def export_onnx(
         import onnxscript  # noqa: F401  (the exporter needs it; fail here with a clear message)
     except ImportError as e:
         raise ImportError(f"ONNX export needs onnx and onnxscript: pip install 'p3d[export]' ({e})") from e
+    if not 1 <= opset <= onnx.defs.onnx_opset_version():
+        raise ValueError(f"ONNX opset must be in 1..{onnx.defs.onnx_opset_version()} (this onnx), got {opset}")
     path = Path(path)
     model = model.eval()
     # A dynamic dimension cannot be traced from a size-1 example (torch.export specialises 0 and 1).
@@ -116,6 +118,9 @@ def export_onnx(
         prog.save(str(tmp), external_data=False)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
+        written = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+        if written != opset:  # the version converter gives up on some opsets and leaves the model as it was
+            raise ValueError(f"{path}: opset {opset} was asked for, the exporter could only write opset {written}")
         for key, value in (("p3d_config", json.dumps(_config(model))), ("producer", "p3d")):
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value

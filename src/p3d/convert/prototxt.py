@@ -22,6 +22,12 @@ from typing import Any
 __all__ = ["Message", "parse_prototxt", "read_prototxt", "PrototxtError"]
 
 
+# protobuf's own text parser refuses messages nested deeper than 100 levels (its default recursion limit); integers
+# are at most 64 bits (20 decimal digits), so longer literals are refused before Python converts them.
+MAX_DEPTH = 100
+MAX_INT_DIGITS = 100
+
+
 class PrototxtError(ValueError):
     """A prototxt file cannot be parsed; the message names the file and line."""
 
@@ -85,6 +91,11 @@ def _scalar(kind: str, value: str, source: str, line: int) -> Any:
         low = v.lower().lstrip("+-")
         if low.startswith("inf") or low == "nan":
             return float(v.replace("inity", ""))
+        digits = len(low.removeprefix("0x"))
+        if digits > MAX_INT_DIGITS and "." not in low and "e" not in low.removeprefix("0x"):
+            raise PrototxtError(
+                f"{source}:{line}: integer with {digits} digits is too long (protobuf integers have at most 20)"
+            )
         if low.startswith("0x"):
             return int(v, 16)
         if re.fullmatch(r"[-+]?\d+", v):
@@ -104,6 +115,7 @@ class _Parser:
         self.toks = list(_tokens(text, source))
         self.i = 0
         self.source = source
+        self.depth = 0
 
     def _peek(self) -> tuple[str, str, int] | None:
         return self.toks[self.i] if self.i < len(self.toks) else None
@@ -117,6 +129,16 @@ class _Parser:
         return tok
 
     def message(self, closing: str | None) -> Message:
+        if self.depth >= MAX_DEPTH:
+            line = self.toks[self.i - 1][2] if self.i else 1
+            raise PrototxtError(f"{self.source}:{line}: messages nested deeper than {MAX_DEPTH} levels")
+        self.depth += 1
+        try:
+            return self._fields(closing)
+        finally:
+            self.depth -= 1
+
+    def _fields(self, closing: str | None) -> Message:
         msg = Message()
         while True:
             tok = self._peek()
@@ -176,6 +198,8 @@ def parse_prototxt(text: str, source: str = "<prototxt>") -> Message:
 def read_prototxt(path: str | Path) -> Message:
     """Read and parse a ``.prototxt`` file; errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder, expected a prototxt file")
     if not path.is_file():
         raise FileNotFoundError(f"prototxt not found: {path}")
     try:

@@ -13,6 +13,7 @@ Stable public API (shapes: frames ``(T, H, W, 3)`` uint8 RGB; clips ``(C, T, H, 
     ClipDataset(samples, spec, seed=0)[i] -> (clip (C, T, H, W), label)
     VideoClipsDataset(samples, spec, num_clips=20, flat=False)[i] -> {"clips", "label", "video_index", ...}
     build_loader(dataset, batch_size, train=..., num_workers=...) -> DataLoader   # p3d.data.loader
+    plan_loader(model_rate, probe_decode_rate(dataset), items_per_batch=...) -> LoaderPlan (workers, prefetch)
     make_synthetic_dataset(root, num_classes=6, videos_per_class=30, ..., seed=0) -> root  # p3d.data.synthetic
 
 Unreadable videos raise :class:`p3d.errors.VideoReadError` (path + reason).
@@ -35,7 +36,7 @@ from p3d.data.datasets import (
     video_ids,
     write_manifest,
 )
-from p3d.data.loader import build_loader, default_num_workers
+from p3d.data.loader import LoaderPlan, build_loader, default_num_workers, plan_loader, probe_decode_rate
 from p3d.data.sampling import clip_indices, sample_test_clips, sample_train_clip
 from p3d.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from p3d.data.synthetic import make_synthetic_dataset, make_synthetic_untrimmed, render_video
@@ -54,8 +55,11 @@ __all__ = [
     "VideoInfo",
     "VideoReadError",
     "VideoReader",
+    "LoaderPlan",
     "build_loader",
     "default_num_workers",
+    "plan_loader",
+    "probe_decode_rate",
     "build_samples",
     "clip_indices",
     "list_videos",

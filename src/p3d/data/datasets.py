@@ -17,7 +17,8 @@ Torch datasets:
 
 * :class:`ClipDataset` (training): item ``i`` -> ``(clip (C, T, H, W) float32, label)``; ``label`` is an
   int, or a ``(num_classes,)`` float multi-hot vector for multi-label lists.  A file that fails is logged
-  and skipped (another sample is drawn); ``num_skipped`` counts failures across DataLoader workers.
+  and skipped (another sample is drawn); :meth:`ClipDataset.collect_failures` gathers the failed files with
+  their reasons from every DataLoader worker (each file once), ``num_skipped`` counts failed draws.
 * :class:`VideoClipsDataset` (testing/extraction): ``flat=False`` -> item per video, ``clips`` is
   ``(N, C, T, H, W)``; ``flat=True`` -> item per (video, clip), ``clips`` is ``(C, T, H, W)``, so clips of
   many videos batch together.  Items are dicts with ``clips, label, video_index, clip_index, video_id,
@@ -32,7 +33,9 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import queue
 import re
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +57,7 @@ from p3d.data.sampling import (
 from p3d.data.sources import list_sources, open_source, scan_frame_folder, source_modalities, source_stem
 from p3d.data.transforms import ClipTransform, hflip, hflip_frames
 from p3d.data.video import FLOW_SUFFIX, VIDEO_EXTENSIONS, VideoReader, normalize_id
-from p3d.errors import VideoReadError
+from p3d.errors import VideoReadError, is_out_of_memory
 from p3d.spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,8 @@ class SampleList:
 def _lines(path: str | os.PathLike[str]) -> list[str]:
     """Non-empty stripped lines; CRLF/CR endings and a UTF-8 BOM are fine."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder, expected an annotation file")
     if not p.is_file():
         raise FileNotFoundError(f"{p}: annotation file not found")
     text = p.read_bytes().decode("utf-8-sig", errors="replace")
@@ -440,16 +445,18 @@ def write_manifest(
     if isinstance(samples, SampleList):
         classes = samples.classes if classes is None else classes
         samples = samples.samples
+    from p3d.fileio import atomic_write_text
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "labels", "start", "end", "video_id"])
-        for s in samples:
-            labels = ";".join(classes[i] for i in s.labels) if classes is not None else ";".join(map(str, s.labels))
-            w.writerow([s.path, labels, "" if s.start is None else s.start, "" if s.end is None else s.end, s.video_id])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["path", "labels", "start", "end", "video_id"])
+    for s in samples:
+        labels = ";".join(classes[i] for i in s.labels) if classes is not None else ";".join(map(str, s.labels))
+        w.writerow([s.path, labels, "" if s.start is None else s.start, "" if s.end is None else s.end, s.video_id])
+    atomic_write_text(p, buf.getvalue())
     if classes is not None:
-        (p.parent / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        atomic_write_text(p.parent / "classes.txt", "".join(f"{c}\n" for c in classes))
 
 
 def build_samples(
@@ -471,6 +478,8 @@ def build_samples(
     ``folder``: ``root``.  ``manifest``: ``root`` = manifest file (or ``annotations`` with ``root`` as base).
     """
     if kind == "ucf101":
+        if split is not None and not str(split).strip().isdigit():
+            raise ValueError(f"UCF101 split must be 1, 2 or 3, got {split!r}")
         return parse_ucf101(root, int(split or 1), subset or "train", split_dir=annotations)
     if kind == "kinetics":
         if annotations is None:
@@ -636,8 +645,9 @@ class ClipDataset(Dataset):
     that a mirror would swap, such as left/right motion).  A flow ``spec`` (``XY``) reads stored flow — flow files
     or flow frame folders (:mod:`p3d.data.sources`) — and its flip also negates x.  ``label`` is an int
     (multi-hot ``(num_classes,)`` float for multi-label lists).  Randomness is a pure function of
-    ``(seed, epoch, i, attempt)``: call :meth:`set_epoch` each epoch.  A failing file is logged, counted and
-    replaced by another random sample (up to ``max_retries`` draws; then ``RuntimeError``).
+    ``(seed, epoch, i, attempt)``: call :meth:`set_epoch` each epoch.  A failing file is logged, reported
+    (:meth:`collect_failures`) and replaced by another random sample (up to ``max_retries`` draws; then
+    ``RuntimeError``).
     """
 
     def __init__(
@@ -665,8 +675,12 @@ class ClipDataset(Dataset):
         self.short_policy = short_policy
         self.max_retries = max_retries
         self.threads = threads
+        # Failures travel from the DataLoader workers to the main process: a shared count of failed draws, and a
+        # queue of (path, reason) that collect_failures() drains into `failed`.
         self._skipped = mp.get_context().Value("i", 0)
-        self.failed_paths: set[str] = set()  # this process's failures (workers keep their own)
+        self._reports = mp.get_context().Queue()
+        self._received = 0
+        self.failed: dict[str, str] = {}  # path -> reason: every unreadable file once
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -676,8 +690,29 @@ class ClipDataset(Dataset):
 
     @property
     def num_skipped(self) -> int:
-        """Failed reads so far, summed over all DataLoader workers."""
+        """Failed draws so far, summed over all DataLoader workers (a file drawn twice counts twice; the distinct
+        files are :meth:`collect_failures`)."""
         return int(self._skipped.value)
+
+    def collect_failures(self, timeout: float = 0.0) -> dict[str, str]:
+        """Every unreadable file met so far in this process or any DataLoader worker: path -> reason.
+
+        Reports reach the main process through a queue, a moment after the draw that failed; with ``timeout`` > 0
+        this waits (at most that long) until every failed draw counted so far is reported, e.g. before the counts
+        are written into a checkpoint."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if self._received < self.num_skipped and remaining > 0:
+                    path, reason = self._reports.get(timeout=remaining)
+                else:
+                    path, reason = self._reports.get_nowait()
+            except queue.Empty:
+                break
+            self._received += 1
+            self.failed.setdefault(path, reason)
+        return dict(self.failed)
 
     def load_clip(self, s: Sample, rng: np.random.Generator) -> torch.Tensor:
         """One random clip of ``s``: ``(C, T, H, W)`` float32.  Raises VideoReadError."""
@@ -695,10 +730,11 @@ class ClipDataset(Dataset):
             try:
                 return self.load_clip(s, rng), target(s, self.num_classes, self.multilabel)
             except (VideoReadError, av.error.FFmpegError) as e:
+                reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
                 with self._skipped.get_lock():
                     self._skipped.value += 1
-                self.failed_paths.add(s.path)
-                reason = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"
+                self._reports.put((s.path, reason))
+                self.failed.setdefault(s.path, reason)
                 log.warning("skipping unreadable video %s: %s", s.path, reason)
                 j = int(rng.integers(len(self.samples)))
         raise RuntimeError(
@@ -806,18 +842,27 @@ class VideoClipsDataset(Dataset):
             raise VideoReadError(s.path, "file not found")
         with open_source(s.path, self.read_modality, threads=self.threads) as r:
             idx = self.clip_indices(r, s)
-            if self.flow_from_rgb:
-                idx = flow_frame_indices(idx)
-            frames = r.get_frames(idx[k] if self.flat else idx.reshape(-1), size=self.transform.decode_size)
-        if self.flow_from_rgb:  # whole frames at spec.resize: the flow is computed, then cropped, on the device
-            return torch.from_numpy(frames if self.flat else frames.reshape(self.num_clips, *self.clip_shape))
+            if self.flow_from_rgb:  # whole frames at spec.resize: the flow is computed, then cropped, on the device
+                frames = r.get_frames(flow_frame_indices(idx[k] if self.flat else idx), size=self.transform.decode_size)
+                return torch.from_numpy(frames if self.flat else frames.reshape(self.num_clips, *self.clip_shape))
+            want = idx[k] if self.flat else idx.reshape(-1)
+            if self.raw:
+                # test clips overlap (20 × 16 frames of a ~180-frame video): crop each decoded frame once and gather
+                # the clips straight into their final array (one copy instead of three)
+                uniq, inverse = np.unique(want, return_inverse=True)
+                frames = self.transform.crop_flip(r.get_frames(uniq, size=self.transform.decode_size))
+                out = torch.empty((len(want), *frames.shape[1:]), dtype=torch.uint8)
+                dst = out.numpy()
+                for j, u in enumerate(inverse.reshape(-1).tolist()):  # row copies: faster than fancy indexing
+                    dst[j] = frames[u]
+                clips = out if self.flat else out.view(self.num_clips, self.spec.clip_len, *out.shape[1:])
+                return clips if not self.flip else torch.cat([clips, hflip_frames(clips, self.spec)])
+            frames = r.get_frames(want, size=self.transform.decode_size)
         if self.flat:
-            return self._finish(frames)
+            return self.transform(frames)
         frames = frames.reshape(self.num_clips, self.spec.clip_len, *frames.shape[1:])
-        clips = torch.stack([self._finish(f) for f in frames])
-        if not self.flip:
-            return clips
-        return torch.cat([clips, hflip_frames(clips, self.spec) if self.raw else hflip(clips, self.spec)])
+        clips = torch.stack([self.transform(f) for f in frames])
+        return torch.cat([clips, hflip(clips, self.spec)]) if self.flip else clips
 
     def model_input_fn(self):
         """The device-side step from the uint8 clips this dataset ships (``raw=True``) to the model's input:
@@ -826,12 +871,6 @@ class VideoClipsDataset(Dataset):
 
         return model_input_fn(self.spec, self.flow)
 
-    def _finish(self, frames: np.ndarray) -> torch.Tensor:
-        """One clip's decoded frames → uint8 ``(T, h, w, 3)`` (``raw``) or the normalised float clip."""
-        if self.raw:
-            return torch.from_numpy(np.ascontiguousarray(self.transform.crop_flip(frames)))
-        return self.transform(frames)
-
     def __getitem__(self, i: int) -> dict[str, Any]:
         v, k = divmod(int(i), self.num_clips) if self.flat else (int(i), -1)
         s = self.samples[v]
@@ -839,6 +878,8 @@ class VideoClipsDataset(Dataset):
         try:
             clips = self._clips(s, k)
         except Exception as e:  # noqa: BLE001 - any failure of one video is reported, never fatal to the run
+            if is_out_of_memory(e):  # says nothing about the video: the run itself cannot go on
+                raise
             with self._failed.get_lock():
                 self._failed.value += 1
             error = e.reason if isinstance(e, VideoReadError) else f"{type(e).__name__}: {e}"

@@ -20,6 +20,7 @@ Public API::
     probe_video(path) -> VideoInfo
     read_video(path, indices=None, size=None) -> np.ndarray  # (T, H, W, 3) uint8 RGB
     VideoReader(path).get_frames(indices, size=None) -> np.ndarray  # (T, H, W, 3) uint8 RGB
+    VideoReader(path).iter_indexed_frames(size=None) -> Iterator[(index, (H, W, 3) uint8 RGB)]  # one pass
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ def normalize_id(s: str) -> str:
 
 # swscale interpolation used when resizing while converting to RGB.
 DEFAULT_INTERPOLATION = "BILINEAR"
+# A wanted frame at most this many frames after the last one is reached by decoding on rather than by seeking (the
+# 20 overlapping test clips want every frame: with a 12-frame GOP that was a seek and a decoder flush per GOP).
+_DECODE_ON_FRAMES = 4
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,9 @@ class VideoReader:
             self._container.close()
             raise
         self._rotation: int | None = None
+        # one scaler context for the whole reader: VideoFrame.to_ndarray(width=...) builds a new one for every frame,
+        # which costs as much as decoding the frame (BENCHMARKS.md, "GPU": 320x240 H.264 to 182x242 RGB)
+        self._reformatter = av.video.reformatter.VideoReformatter()
         self.last_missing = 0
 
     # -- metadata ---------------------------------------------------------------------------------------
@@ -311,12 +318,14 @@ class VideoReader:
             self._rotation = rot
         k = (rot // 90) % 4
         if size is None:
-            img = frame.to_ndarray(format="rgb24")
+            img = self._reformatter.reformat(frame, format="rgb24").to_ndarray()
         else:
             h, w = size
             if k % 2 == 1:
                 h, w = w, h
-            img = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation=interpolation)
+            img = self._reformatter.reformat(
+                frame, width=w, height=h, format="rgb24", interpolation=interpolation
+            ).to_ndarray()
         if k:
             img = np.ascontiguousarray(np.rot90(img, k))
         return img
@@ -344,12 +353,15 @@ class VideoReader:
         index = self._index
         pts_of = index.pts
         out: dict[int, np.ndarray] = {}
-        # Group wanted frames into runs that one forward decode from a key frame covers.
+        # Group wanted frames into runs that one forward decode from a key frame covers: the next wanted frame joins
+        # the run when no key frame lies between, or when it is so close that decoding on is cheaper than a seek
+        # (which flushes the decoder: a wanted frame just after a key frame would otherwise cost one seek per GOP).
         runs: list[list[int]] = []
         for i in wanted:
-            # the next frame continues the run even at a key frame (intra-only video, e.g. FFV1 flow files):
-            # decoding on is cheaper than a seek
-            if runs and (i == runs[-1][-1] + 1 or self._keyframe_before(int(pts_of[i])) <= int(pts_of[runs[-1][-1]])):
+            if runs and (
+                i - runs[-1][-1] <= _DECODE_ON_FRAMES
+                or self._keyframe_before(int(pts_of[i])) <= int(pts_of[runs[-1][-1]])
+            ):
                 runs[-1].append(i)
             else:
                 runs.append([i])
@@ -379,10 +391,8 @@ class VideoReader:
         j = bisect.bisect_right(keys, pts) - 1
         return keys[j] if j >= 0 else int(self._index.pts[0])
 
-    def _decode_sequential(
-        self, wanted: list[int], convert: tuple[tuple[int, int] | None, str] | None
-    ) -> dict[int, np.ndarray]:
-        """Decode from the start, counting frames (robust fallback; ``convert=None`` only probes)."""
+    def _rewind(self) -> None:
+        """Back to the first packet: seek to 0, or reopen the file when it cannot seek."""
         self._stream.codec_context.flush_buffers()
         try:
             self._container.seek(0)
@@ -394,6 +404,12 @@ class VideoReader:
             self._stream = self._container.streams[stream_index]
             self._stream.codec_context.thread_count = threads
             self._stream.codec_context.thread_type = thread_type
+
+    def _decode_sequential(
+        self, wanted: list[int], convert: tuple[tuple[int, int] | None, str] | None
+    ) -> dict[int, np.ndarray]:
+        """Decode from the start, counting frames (robust fallback; ``convert=None`` only probes)."""
+        self._rewind()
         out: dict[int, np.ndarray] = {}
         wanted_set = set(wanted)
         last = max(wanted)
@@ -418,6 +434,28 @@ class VideoReader:
             raise VideoReadError(self.path, f"cannot rewind to the start ({_ffmpeg_reason(e)})") from None
         for frame in self._packets_decoded():
             yield self._convert(frame, size, interpolation)
+
+    def iter_indexed_frames(
+        self, size: tuple[int, int] | None = None, interpolation: str = DEFAULT_INTERPOLATION
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, frame)`` for every decodable frame in presentation order, in one pass from the start (no seek
+        after the rewind): ``index`` is the frame's place in :meth:`frame_times`, found from its timestamp, so a
+        frame that fails to decode leaves a gap instead of shifting the frames after it (a file without usable
+        timestamps counts frames).  Frames are ``(H, W, 3)`` uint8 RGB, one at a time (constant memory)."""
+        self._rewind()
+        pts = self._index.pts
+        last = -1
+        for frame in self._packets_decoded():
+            if self._index.sequential or frame.pts is None:
+                i = last + 1
+            else:
+                i = int(np.searchsorted(pts, frame.pts))
+                if i >= len(pts) or pts[i] != frame.pts:
+                    continue  # not a frame of the index (e.g. a discarded packet's)
+            if i <= last or i >= len(pts):
+                continue
+            last = i
+            yield i, self._convert(frame, size, interpolation)
 
     def read_all(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """Every frame, ``(F, H, W, 3)`` uint8 RGB."""

@@ -8,6 +8,7 @@ Public API::
     iter_video_outputs(videos, forward, batch_size=...); autocast(device, amp)  # p3d.engine.inference
     save_checkpoint / load_checkpoint / latest_checkpoint                        # p3d.engine.checkpoint
     init_distributed(); ShardedSampler                                           # p3d.engine.distributed
+    check_memory(estimate_inference(model, batch_size=8, num_clips=20))         # p3d.engine.memory
 """
 
 from p3d.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint

@@ -10,8 +10,13 @@ optimizer, learning-rate scheduler and gradient-scaler states, the iteration, th
 batches consumed in it) and the random states of torch, NumPy and Python.  All of it is tensors and plain
 Python values, so it is read with ``torch.load(weights_only=True)``: loading a checkpoint executes nothing.
 
+Integrity: the file records ``sha256``, the :func:`p3d.fileio.tensor_digest` of everything else in it (every
+tensor's dtype, shape and bytes, every value); :func:`load_checkpoint` recomputes it, so a flipped byte anywhere
+is an :class:`~p3d.errors.IntegrityError` naming the file (PyTorch's zip reader does not check its CRCs), never a
+silently changed weight.  Checkpoints written before the checksum load unverified.
+
 Files are ``<run>/checkpoints/ckpt-<iteration>.pt``; the newest ``keep`` are kept.  :func:`latest_checkpoint`
-returns the newest one that loads, skipping (and reporting) any that do not.
+returns the newest one that loads and verifies, skipping (and reporting) any that do not.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from p3d.fileio import atomic_write_bytes
-from p3d.models.resolve import TRAIN_CHECKPOINT_FORMAT, run_checkpoints
+from p3d.errors import IntegrityError
+from p3d.fileio import atomic_write_bytes, tensor_digest
+from p3d.models.resolve import CHECKPOINT_CHECKSUM_KEY, TRAIN_CHECKPOINT_FORMAT, run_checkpoints, state_checksum
 
 __all__ = [
     "FORMAT",
@@ -39,6 +45,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "is_train_checkpoint",
+    "verify_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,27 +86,71 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Serialise ``state`` (tensors and plain values) to ``path`` atomically; returns the path."""
+    """Serialise ``state`` (tensors and plain values) with its checksum to ``path`` atomically; returns the path."""
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    payload.pop(CHECKPOINT_CHECKSUM_KEY, None)
+    payload[CHECKPOINT_CHECKSUM_KEY] = tensor_digest(payload)
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **state}, buf)
+    torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`; errors name the file and the problem."""
-    p = Path(path)
+def _read(p: Path) -> dict[str, Any]:
+    """The raw content of a checkpoint file (its checksum still in it), format and version checked."""
     if not p.is_file():
         raise FileNotFoundError(f"{p}: checkpoint not found")
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, unpickling refused
-        raise ValueError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise IntegrityError(
+            f"{p}: not a readable checkpoint, damaged or not a torch file ({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{p}: not a `p3d train` checkpoint (no {FORMAT!r} marker)")
     if state.get("version", 0) > VERSION:
         raise ValueError(f"{p}: checkpoint version {state['version']} is newer than this p3d supports ({VERSION})")
     return state
+
+
+def _verify(p: Path, state: dict[str, Any]) -> bool:
+    """Remove the recorded checksum from ``state`` and check it; False when none was recorded."""
+    recorded = state.pop(CHECKPOINT_CHECKSUM_KEY, None)
+    if recorded is not None and state_checksum(state, p) != recorded:
+        raise IntegrityError(
+            f"{p}: damaged: its content differs from the SHA-256 recorded when it was written (flipped bits, an "
+            f"edit or a bad copy); resume from an earlier checkpoint"
+        )
+    return recorded is not None
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, verifying its checksum; errors name the file and the
+    problem (:class:`~p3d.errors.IntegrityError` when the content differs from what was written)."""
+    p = Path(path)
+    state = _read(p)
+    _verify(p, state)
+    if torch.device(map_location).type != "cpu":
+        state = _to_device(state, torch.device(map_location))
+    return state
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def verify_checkpoint(path: str | os.PathLike[str]) -> str:
+    """``"intact"`` (the checksum matches) or ``"unverified"`` (written before checksums, but it loads); raises
+    ``ValueError``/:class:`~p3d.errors.IntegrityError` naming the file when it is damaged."""
+    p = Path(path)
+    return "intact" if _verify(p, _read(p)) else "unverified"
 
 
 def is_train_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -125,7 +176,7 @@ def latest_checkpoint(directory: str | os.PathLike[str]) -> tuple[Path, dict[str
         try:
             return p, load_checkpoint(p)
         except ValueError as e:
-            log.warning("skipping unreadable checkpoint: %s", e)
+            log.warning("skipping checkpoint: %s", e)
     return None
 
 

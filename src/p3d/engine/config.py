@@ -14,6 +14,13 @@ checked where it enters, against its field's type and range, and a wrong one is 
 and what is expected.  ``--set`` text is read by the field's type (a string field takes the text verbatim, so
 ``--set run.out_dir=2024-01-01`` stays a string; lists and booleans are parsed as YAML); flags are set as typed
 values and never round-trip through text.  The resolved configuration is written to ``<run dir>/config.yaml``.
+
+Resuming (:func:`resume_config`): the run's saved configuration is the base, and the settings given again (a YAML
+file's keys, flags, ``--set``) that differ from it are changes.  Those in :data:`CHANGEABLE_ON_RESUME` (learning
+rate and schedule, iteration budget, optimiser constants, validation, checkpointing, logging, device and
+precision, decoding processes) are applied and logged; the others define the run (architecture and
+initialisation, training data and classes, clip sampling, batch size × accumulation, seed) and are refused with
+the reason.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +48,9 @@ __all__ = [
     "apply_overrides",
     "save_config",
     "describe_config",
+    "CHANGEABLE_ON_RESUME",
+    "given_keys",
+    "resume_config",
 ]
 
 DEFAULT_MODEL = "p3d199"
@@ -319,25 +329,33 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, flags: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+    flag_names: dict[str, str] | None = None,
 ) -> TrainConfig:
     """Defaults, then the YAML file ``path``, then typed ``flags`` (``{"optim.lr": 0.01}``), then ``section.key=value``
-    overrides; every value checked."""
+    overrides; every value checked.  ``flag_names`` (``{"data.num_workers": "--workers"}``) names the command-line
+    flag of a key in errors (default ``--<field>``)."""
     cfg = TrainConfig()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: config file not found")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        cfg.update(d, str(p))
+        cfg.update(_read_yaml(path), str(path))
     for key, value in (flags or {}).items():
-        cfg.set(key, value, f"--{key.split('.', 1)[1].replace('_', '-')}")
+        cfg.set(key, value, (flag_names or {}).get(key) or f"--{key.split('.', 1)[1].replace('_', '-')}")
     apply_overrides(cfg, overrides or [])
     cfg.validate()
     return cfg
+
+
+def _read_yaml(path: str | Path) -> Any:
+    from p3d.fileio import read_text
+
+    p = Path(path)
+    text = read_text(p, "YAML config file")
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
@@ -370,3 +388,72 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "data": {"clip_len": 16, "size": [48, 48], "resize": [56, 56], "frame_stride": 2, "flip": False},
     "optim": {"lr": 0.02, "warmup": 50, "weight_decay": 5e-4, "batch_size": 8, "accum_steps": 1},
 }
+
+
+# ------------------------------------------------------------------------------------------------ resuming
+CHANGEABLE_ON_RESUME = frozenset(
+    {
+        "optim.lr", "optim.lr_step", "optim.lr_gamma", "optim.warmup", "optim.iterations", "optim.momentum",
+        "optim.weight_decay", "optim.clip_grad",
+        "data.num_workers", "data.val_root", "data.val_split", "data.val_subset", "data.val_clips",
+        "data.val_max_videos",
+        "run.out_dir", "run.device", "run.amp", "run.channels_last", "run.compile", "run.log_every", "run.val_every",
+        "run.ckpt_every", "run.keep_checkpoints", "run.progress", "run.tensorboard",
+    }
+)  # fmt: skip
+_FIXED = {
+    "model": "the checkpoint's weights are this architecture and initialisation",
+    "data": "the classifier and the saved data position refer to this training list and clip sampling",
+    "optim.batch_size": "batch size and accumulation steps define the saved data position (batches consumed)",
+    "optim.accum_steps": "batch size and accumulation steps define the saved data position (batches consumed)",
+    "run.seed": "the seed fixes the data order and augmentation of the whole run",
+}
+
+
+def _keys() -> list[str]:
+    return [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)]
+
+
+def _get(cfg: TrainConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def given_keys(
+    path: str | Path | None = None, overrides: Iterable[str] = (), flags: dict[str, Any] | None = None
+) -> set[str]:
+    """The keys a YAML file, typed flags and ``--set`` overrides set: what a resumed run is asked to change (the
+    others keep the run's saved values)."""
+    keys = set(flags or {})
+    if path is not None:
+        d = _read_yaml(path)
+        if isinstance(d, dict):
+            keys |= {f"{sec}.{k}" for sec, values in d.items() if isinstance(values, dict) for k in values}
+    keys |= {parse_override(o)[0].strip() for o in overrides}
+    return keys
+
+
+def resume_config(
+    saved: TrainConfig, requested: TrainConfig, given: Iterable[str] | None = None, where: str = "run"
+) -> tuple[TrainConfig, dict[str, tuple[Any, Any]]]:
+    """The configuration a resumed run continues with, and its changes ``{key: (saved, new)}``.
+
+    ``saved``: the checkpoint's configuration; ``requested``: the one asked for now; ``given``: the keys set
+    explicitly (:func:`given_keys`; ``None``: every key of ``requested``).  Raises one ``ValueError`` naming every
+    refused change and why (see the module docstring)."""
+    out = TrainConfig.from_dict(saved.to_dict(), where)
+    keys = _keys() if given is None else [k for k in _keys() if k in set(given)]
+    changes = {k: (_get(saved, k), _get(requested, k)) for k in keys if _get(saved, k) != _get(requested, k)}
+    refused = {k: v for k, v in changes.items() if k not in CHANGEABLE_ON_RESUME}
+    if refused:
+        detail = "; ".join(
+            f"{k} {old!r} -> {new!r} ({_FIXED.get(k) or _FIXED[k.split('.')[0]]})" for k, (old, new) in refused.items()
+        )
+        raise ValueError(
+            f"{where}: cannot resume with {detail}; keep these settings, or start a new run (--pretrained can "
+            f"initialise it from this run's checkpoint)"
+        )
+    for k, (_, new) in changes.items():
+        out.set(k, new, "resume")
+    out.run.out_dir = requested.run.out_dir
+    return out, changes

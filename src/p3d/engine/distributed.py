@@ -2,8 +2,10 @@
 
 ``torchrun`` (``python -m torch.distributed.run``) sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them and joins the process group with NCCL
-on GPUs and gloo on CPU.  Without them everything runs as a single process (rank 0 of 1).
-See ``docs/distributed.md`` for multi-node and SLURM use.
+on GPUs and gloo on CPU.  Without them everything runs as a single process (rank 0 of 1).  A process started
+by torchrun follows its launcher (:func:`p3d.process.follow_parent`): if the launcher dies, even by SIGKILL, the
+process receives SIGTERM and stops as on any SIGTERM (training writes its checkpoint, extraction its pending
+chunk), so no worker trains on unattended.  See ``docs/distributed.md`` for multi-node, SLURM and Kubernetes use.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def pick_device(requested: str, local_rank: int = 0) -> torch.device:
 
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group described by torchrun's environment, or return a single-process ``DistInfo``."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun: end with it
+        from p3d.process import follow_parent
+
+        follow_parent()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

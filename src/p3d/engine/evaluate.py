@@ -119,9 +119,22 @@ def score_videos(
     with BatchNorm folded (:func:`p3d.engine.inference.for_inference`); its own mode is restored.
     """
     from p3d.data import build_loader
+    from p3d.engine.memory import check_memory, estimate_inference
 
     device = torch.device(device)
     n = len(dataset) if max_videos is None else min(len(dataset), max_videos)
+    clips = getattr(dataset, "num_clips", 1) * (2 if getattr(dataset, "flip", False) else 1)
+    need = estimate_inference(
+        model,
+        dataset.spec,
+        batch_size=max(1, min(clip_batch, n * clips)),  # a batch never holds more clips than there are
+        num_clips=getattr(dataset, "num_clips", 1),
+        flip=getattr(dataset, "flip", False),
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+    )
+    check_memory(need, "testing")
     sampler = ShardedSampler(n, rank=rank, world_size=world_size, shuffle=False, pad=True)
     loader = build_loader(
         dataset,

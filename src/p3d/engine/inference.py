@@ -87,8 +87,9 @@ def iter_video_outputs(
     """Run ``forward`` over the clips of many videos in full batches taken across video boundaries.
 
     ``videos`` yields ``(key, clips, error)``: ``clips`` ``(N, ...)`` of one video, or ``None`` with the reason
-    ``error`` when it could not be read.  Each batch is copied to ``device`` (non-blocking: pinned host memory
-    overlaps the copy), turned into model input there by ``prepare`` (e.g.
+    ``error`` when it could not be read.  Clips are copied to ``device`` (on CUDA as each video arrives, non-blocking:
+    pinned host memory overlaps the copy with the running batch), each batch is turned into model input there by
+    ``prepare`` (e.g.
     :func:`p3d.data.transforms.to_model_input` for uint8 frames), and ``forward`` maps it ``(B, C, T, H, W)`` to
     named ``(B, ...)`` outputs.  Yields ``(key, {name: (N, ...) float32 per-clip outputs}, None)`` once all of a
     video's clips are done, or ``(key, None, error)`` for an unreadable one (as soon as it is seen, so not in input
@@ -134,6 +135,10 @@ def iter_video_outputs(
             yield key, None, error or "unreadable video"
             continue
         keys[slot], size[slot], filled[slot] = key, len(clips), 0
+        if device.type == "cuda":
+            # copy each video's clips as they arrive: from the loader's pinned memory this overlaps the running
+            # batch, and the batch is then joined on the device (a host-side join would land in pageable memory)
+            clips = clips.to(device, non_blocking=True)
         stream.push(slot, clips)
         while stream.size >= batch_size:
             run_batch()

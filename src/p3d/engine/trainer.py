@@ -7,13 +7,22 @@ channels-last weights, ``torch.compile``.
 
 Safety:
 
-* checkpoints every ``ckpt_every`` iterations, at the end, and on SIGTERM/SIGINT (a second SIGINT aborts at
-  once); writes are atomic, only rank 0 writes;
+* one writer per run folder: :meth:`Trainer.fit` holds the folder's lock (:class:`p3d.fileio.OutputLock`, taken by
+  rank 0 for the whole job), so a second ``p3d train`` on it is refused at once, naming the holder;
+* checkpoints every ``ckpt_every`` iterations, at the end, and on SIGTERM/SIGINT/SIGHUP (a second SIGINT aborts at
+  once), and when the launcher that started this process dies (``torchrun`` killed); writes are atomic and
+  checksummed, only rank 0 writes;
 * ``resume`` restores model, optimizer, scaler, iteration, data position (epoch and batches
   consumed) and the random states of every rank, so the resumed run computes what the uninterrupted one would;
+  settings given again apply when they may change and are refused with the reason when they may not
+  (:func:`p3d.engine.config.resume_config`);
 * a non-finite loss stops the run with :class:`DivergenceError` before the optimizer applies it: the weights
   and the last checkpoint stay good;
-* an unreadable video is skipped by the dataset (logged, counted in the metrics), never fatal.
+* an unreadable video is skipped by the dataset (logged), never fatal; the distinct files, with their reasons, are
+  gathered from every rank and DataLoader worker, kept in the checkpoint across resumes, counted in the metrics
+  (``skipped_videos``) and listed in ``<run>/skipped.json``;
+* a failed write (full disk, read-only folder) is one :class:`~p3d.errors.StorageError` naming the file and the
+  last good checkpoint.
 
 Metrics go to ``<run>/metrics.jsonl`` (one JSON object per logged iteration / validation) and TensorBoard
 (``<run>/tb``); a tqdm bar shows loss, learning rate and clips/s.
@@ -27,7 +36,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,11 +47,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from p3d.engine import checkpoint as ckpt
-from p3d.engine.config import DEFAULT_MODEL, TrainConfig, save_config
+from p3d.engine.config import DEFAULT_MODEL, TrainConfig, resume_config, save_config
 from p3d.engine.distributed import DistInfo, ShardedSampler, all_gather_objects, init_distributed
 from p3d.engine.inference import autocast
-from p3d.fileio import atomic_write_text
+from p3d.engine.memory import check_memory, estimate_training
+from p3d.errors import OutputLockedError, StorageError
+from p3d.fileio import OutputLock, atomic_write_json, atomic_write_text, check_writable, storage_error
 from p3d.malloc import release_memory
+from p3d.process import StopSignals, parent_alive
 
 __all__ = ["DivergenceError", "TrainResult", "Trainer", "build_model", "build_samples_for"]
 
@@ -176,8 +188,11 @@ class _Metrics:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise storage_error(self.path, e, "appending") from None
         if self.tb is not None:
             it = record["iteration"]
             for k, v in record.items():
@@ -223,20 +238,24 @@ class Trainer:
         cfg: TrainConfig,
         resume: bool | str | Path = False,
         dist_info: DistInfo | None = None,
-        keep_budget: bool = False,
+        given: Iterable[str] | None = None,
     ) -> None:
-        """``keep_budget``: on resume, keep the checkpoint's iteration budget instead of ``cfg``'s (a bare
-        ``p3d train --out RUN --resume`` must not replace the run's budget by the default one)."""
+        """``given``: on resume, the keys of ``cfg`` set explicitly (:func:`p3d.engine.config.given_keys`); the
+        others keep the run's saved values (a bare ``p3d train --out RUN --resume`` changes nothing).  ``None``:
+        every key of ``cfg`` is meant."""
         cfg.validate()
-        self.keep_budget = keep_budget
+        self.given = None if given is None else set(given)
         self.cfg = cfg
         self.dist = dist_info or init_distributed(cfg.run.device)
         self.device = self.dist.device
         self.run_dir = Path(cfg.run.out_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.resume = resume
-        self._stop_signal: int | None = None
+        self._stop = StopSignals(on_signal=self._log_signal)
         self._last_ckpt: Path | None = None
+        self.resume_changes: dict[str, tuple[Any, Any]] = {}
+        self.history: list[dict[str, Any]] = []  # resumes with changed settings: iteration and changes
+        self.skipped: dict[str, str] = {}  # unreadable training videos of all ranks: path -> reason
 
     # setup ---------------------------------------------------------------------------------------------------
     def _seed(self) -> None:
@@ -253,13 +272,16 @@ class Trainer:
         cfg = self.cfg
         resume_state = self._find_resume()
         if resume_state is not None:
-            # The checkpoint's configuration wins for everything that shapes the computation.
-            saved = TrainConfig.from_dict(resume_state["config"])
-            saved.run.out_dir = cfg.run.out_dir
-            saved.run.progress = cfg.run.progress
-            if not self.keep_budget:
-                saved.optim.iterations = cfg.optim.iterations  # allow extending a finished run
-            self.cfg = cfg = saved
+            # The checkpoint's configuration, with the changes that may be made to a running run.
+            where = str(self._last_ckpt)
+            saved = TrainConfig.from_dict(resume_state["config"], where)
+            self.cfg, self.resume_changes = resume_config(saved, cfg, self.given, where)
+            cfg = self.cfg
+            self.skipped = dict(resume_state.get("skipped", {}))
+            self.history = list(resume_state.get("history", []))
+            if self.resume_changes:
+                changed = {k: list(v) for k, v in self.resume_changes.items()}
+                self.history.append({"iteration": int(resume_state["iteration"]), "changed": changed})
         self._seed()
         self.train_samples = build_samples_for(cfg, train=True)
         if len(self.train_samples) == 0:
@@ -279,6 +301,16 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         self.spec = self.model.input_spec
         self.multilabel = bool(self.train_samples.multilabel)
+        # refused here, before any clip is decoded: a size that cannot fit must not surface as every video
+        # "unreadable" or as the kernel killing the run
+        need = estimate_training(
+            self.model,
+            batch_size=cfg.optim.batch_size,
+            num_workers=cfg.data.num_workers,
+            device=self.device,
+            amp=cfg.run.amp,
+        )
+        check_memory(need, "training")
 
         self.dataset = ClipDataset(self.train_samples, self.spec, seed=cfg.run.seed, flip=cfg.data.flip)
         self.sampler = ShardedSampler(
@@ -332,7 +364,11 @@ class Trainer:
     def _restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        o = self.cfg.optim
+        for g in self.optimizer.param_groups:  # the saved groups carry the saved constants; the config decides
+            g["momentum"], g["weight_decay"] = o.momentum, o.weight_decay
+        if state["scaler"] and self.scaler.is_enabled():  # empty when saved without fp16 (run.amp may change)
+            self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
@@ -351,39 +387,70 @@ class Trainer:
             "epoch": self.epoch,
             "position": self.position,
             "world_size": self.dist.world_size,
+            "skipped": dict(sorted(self.skipped.items())),
+            "history": self.history,
         }
 
     def save(self) -> Path | None:
-        rngs = all_gather_objects(ckpt.rng_state())  # every rank's random state; collective: all ranks call it
+        # every rank's random state and its unreadable videos not shared yet; collective: all ranks call it
+        gathered = all_gather_objects((ckpt.rng_state(), self._new_failures(wait=5.0)))
+        self._merge_failures(g[1] for g in gathered)
         if not self.dist.is_main:
             return None
         path = ckpt.checkpoint_path(self.ckpt_dir, self.iteration)
-        ckpt.save_checkpoint(path, {**self._state(), "rng": rngs})
+        ckpt.save_checkpoint(path, {**self._state(), "rng": [g[0] for g in gathered]})
         ckpt.prune_checkpoints(self.ckpt_dir, self.cfg.run.keep_checkpoints)
         self._last_ckpt = path
         return path
 
-    # signals -------------------------------------------------------------------------------------------------
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self._stop_signal = signum
-        if self.dist.is_main:
-            log.warning("received %s: checkpointing at the end of this iteration", signal.Signals(signum).name)
-
+    # ownership, signals, unreadable videos --------------------------------------------------------------------
     @contextlib.contextmanager
-    def _signals(self):
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def _own_run_folder(self) -> Iterator[None]:
+        """Rank 0 checks the run folder is writable and locks it for the whole job; every rank raises the same
+        one-line error when it cannot (so a refused job ends on all ranks at once)."""
+        lock = OutputLock(self.run_dir, what="this run folder")
+        problem = None
+        if self.dist.is_main:
+            try:
+                check_writable(self.run_dir)
+                lock.acquire()
+            except OutputLockedError as e:
+                problem = ("locked", str(e), "")
+            except StorageError as e:
+                problem = ("storage", e.path, e.reason)
+        rank0 = all_gather_objects(problem)[0]
+        if rank0 is not None:
+            kind, what, reason = rank0
+            raise OutputLockedError(what) if kind == "locked" else StorageError(what, reason)
         try:
             yield
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            lock.release()
+
+    def _log_signal(self, signum: int) -> None:
+        if self.dist.is_main:
+            log.warning("received %s: checkpointing at the end of this iteration", signal.Signals(signum).name)
+
+    @property
+    def _stop_signal(self) -> int | None:
+        return self._stop.signal
+
+    def _new_failures(self, wait: float = 0.0) -> dict[str, str]:
+        """This rank's unreadable videos that the run's list does not hold yet."""
+        return {p: r for p, r in self.dataset.collect_failures(timeout=wait).items() if p not in self.skipped}
+
+    def _merge_failures(self, parts: Iterable[dict[str, str]]) -> None:
+        n = len(self.skipped)
+        for part in parts:
+            for p, r in part.items():
+                self.skipped.setdefault(p, r)
+        if self.dist.is_main and len(self.skipped) > n:
+            self._write_skipped()
+
+    def _write_skipped(self) -> None:
+        atomic_write_json(
+            self.run_dir / "skipped.json", {"count": len(self.skipped), "videos": dict(sorted(self.skipped.items()))}
+        )
 
     # the loop ------------------------------------------------------------------------------------------------
     def _batches(self):
@@ -448,14 +515,21 @@ class Trainer:
                     loss = self._loss(self.net(x), y) / o.accum_steps
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
-        # One collective per iteration: the mean loss and whether any rank was signalled.
-        stop = torch.tensor(float(self._stop_signal or 0), device=self.device).double()
-        flags = torch.stack([loss_sum.double(), stop])
+        # One collective per iteration: the mean loss, whether any rank was signalled (or lost its launcher), and
+        # how many unreadable videos the ranks met that the run's list lacks (then shared by all).
+        if not parent_alive():
+            self._stop.request(signal.SIGHUP)
+        new = self._new_failures()
+        flags = torch.tensor([0.0, float(self._stop_signal or 0), float(len(new))], dtype=torch.float64)
+        flags = flags.to(self.device)
+        flags[0] = loss_sum.double()
         if self.dist.distributed:
             import torch.distributed as dist
 
             dist.all_reduce(flags)
             flags[0] /= self.dist.world_size
+        if flags[2] > 0:
+            self._merge_failures(all_gather_objects(new))
         loss_value = float(flags[0])
         if not math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
@@ -480,10 +554,14 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
             atomic_write_text(self.run_dir / "classes.txt", "".join(f"{c}\n" for c in self.classes))
+            if self.skipped:
+                self._write_skipped()
         r = self.cfg.run
         metrics = _Metrics(self.run_dir, main, r.tensorboard, self.iteration if resume_state is not None else None)
         if main and resume_state is not None:
             log.info("resumed from %s at iteration %d", self._last_ckpt, self.iteration)
+            for key, (old, new) in self.resume_changes.items():
+                log.info("resume: %s changed from %r to %r", key, old, new)
         return metrics
 
     def _log(self, loss: float, metrics: _Metrics, bar: Any, speed: _Throughput) -> None:
@@ -496,7 +574,7 @@ class Trainer:
             "lr": lr,
             "clips_per_s": speed(self.iteration),
             "epoch": self.epoch,
-            "skipped_videos": self.dataset.num_skipped,
+            "skipped_videos": len(self.skipped),
         }
         metrics.write(rec)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2g}", clips_s=f"{rec['clips_per_s']:.1f}")
@@ -513,7 +591,17 @@ class Trainer:
         return val
 
     def fit(self) -> TrainResult:
-        """Run (or resume) training to ``optim.iterations``; returns how it ended."""
+        """Run (or resume) training to ``optim.iterations``; returns how it ended.  Holds the run folder's lock
+        throughout; a failed write raises :class:`~p3d.errors.StorageError` saying which checkpoint is intact."""
+        with self._own_run_folder():
+            try:
+                return self._fit()
+            except StorageError as e:
+                if e.kept is None:
+                    e.kept = f"the last good checkpoint {self._last_ckpt}" if self._last_ckpt else "no checkpoint yet"
+                raise
+
+    def _fit(self) -> TrainResult:
         from tqdm import tqdm
 
         resume_state = self._setup()
@@ -529,7 +617,7 @@ class Trainer:
         last_val: dict[str, Any] = {}
         status, result_signal = "completed", None
         try:
-            with self._signals():
+            with self._stop:
                 while self.iteration < o.iterations:
                     loss, stopping = self._step(batches)
                     bar.update(1)

@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from p3d.data.video import normalize_id
+from p3d.fileio import read_text
 
 
-def _lines(path: str | Path) -> list[tuple[int, list[str]]]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: list file not found")
+def _lines(path: str | Path, what: str = "list file") -> list[tuple[int, list[str]]]:
     out = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, what).splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             out.append((n, line.split()))
@@ -58,7 +56,7 @@ class ClassIndex:
 
 def read_class_index(path: str | Path) -> ClassIndex:
     """Read ``classInd.txt`` (``<index> <name>``) or a plain list of names (0-based)."""
-    rows = _lines(path)
+    rows = _lines(path, "class index")
     if not rows:
         raise ValueError(f"{path}: empty class index")
     if all(len(r) == 2 and r[0].lstrip("-").isdigit() for _, r in rows):
@@ -79,7 +77,7 @@ def read_class_index(path: str | Path) -> ClassIndex:
 def read_split_list(path: str | Path) -> list[tuple[str, str | None]]:
     """``[(video id, label token or None), ...]`` of a split list (see the module docstring)."""
     out = []
-    for n, r in _lines(path):
+    for n, r in _lines(path, "split list"):
         if len(r) > 2:
             raise ValueError(f"{path}: line {n}: expected '<video> [<label>]', got {len(r)} fields")
         out.append((normalize_id(r[0]), r[1] if len(r) == 2 else None))
@@ -91,7 +89,7 @@ def read_split_list(path: str | Path) -> list[tuple[str, str | None]]:
 def read_label_file(path: str | Path) -> dict[str, str]:
     """``{video id: label token}`` from ``<video> <label>`` lines."""
     out = {}
-    for n, r in _lines(path):
+    for n, r in _lines(path, "label file"):
         if len(r) != 2:
             raise ValueError(f"{path}: line {n}: expected '<video> <label>', got {len(r)} fields")
         out[normalize_id(r[0])] = r[1]
@@ -115,7 +113,7 @@ class PairList:
 def read_pair_list(path: str | Path) -> PairList:
     """Read ``<video1> <video2> <same> [<fold>]`` lines; the fold column must be all there or all absent."""
     a, b, same, fold = [], [], [], []
-    for n, r in _lines(path):
+    for n, r in _lines(path, "pair list"):
         if len(r) not in (3, 4):
             raise ValueError(f"{path}: line {n}: expected '<video1> <video2> <same> [<fold>]'")
         s = r[2].lower()

@@ -198,6 +198,8 @@ class P3DResNet(ConfiguredModel, nn.Module):
             raise ValueError(
                 f"unknown layer {name!r}; expected one of {list(LAYER_NAMES)} or aliases {sorted(aliases)}"
             )
+        if key in ("logits", "prob") and self.num_classes == 0:
+            raise ValueError(f"layer {name!r}: the model has no classifier (num_classes=0); take pool5 or res5c")
         return key
 
     # forward -----------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from p3d.errors import WeightLoadError
-from p3d.fileio import sha256_file
+from p3d.errors import IntegrityError, WeightLoadError
+from p3d.fileio import sha256_file, tensor_digest
 from p3d.models.config import PretrainedCfg
 from p3d.models.port import is_port_layout, port_architecture, port_to_p3d
 from p3d.models.pretrained import PRETRAINED, list_pretrained, read_metadata, sidecar, tag_file
@@ -55,10 +55,21 @@ log = logging.getLogger(__name__)
 
 # The marker of a `p3d train` checkpoint (written by p3d.engine.checkpoint; recognised here).
 TRAIN_CHECKPOINT_FORMAT = "p3d-train-checkpoint"
+# The key of a checkpoint's checksum: the tensor_digest of everything else in it.
+CHECKPOINT_CHECKSUM_KEY = "sha256"
 _CKPT_NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 
 # Options that do not change which weights fit: a new class count trains a new head; dropout is not a weight.
 FREE_OPTIONS = ("dropout", "num_classes")
+
+
+def state_checksum(state: Mapping[str, Any], where: object = "checkpoint") -> str:
+    """The checksum a ``p3d train`` checkpoint records: :func:`p3d.fileio.tensor_digest` of its state without it.
+    Content no checkpoint holds (a damaged pickle can unpickle to odd objects) is an error naming ``where``."""
+    try:
+        return tensor_digest({k: v for k, v in state.items() if k != CHECKPOINT_CHECKSUM_KEY})
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise IntegrityError(f"{where}: damaged: content no checkpoint holds ({e})") from None
 
 
 def run_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
@@ -127,6 +138,12 @@ def _legacy_checkpoint_cfg(state: Mapping[str, Any], where: str) -> PretrainedCf
 def _torch_file(path: Path, origin: str) -> Weights:
     obj = read_torch_file(path)
     if isinstance(obj, Mapping) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT:
+        recorded = obj.get(CHECKPOINT_CHECKSUM_KEY)
+        if recorded is not None and state_checksum(obj, path) != recorded:
+            raise IntegrityError(
+                f"{path}: damaged: its content differs from the SHA-256 recorded when it was written (flipped bits, "
+                f"an edit or a bad copy)"
+            )
         if "pretrained_cfg" in obj:
             cfg = PretrainedCfg.from_dict(obj["pretrained_cfg"], str(path))
         else:
