@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     check_positive(workers=args.workers, threads=args.threads, batch_size=args.batch_size)
+    if not (args.bound > 0 and args.bound < float("inf")):
+        raise ValueError(f"--bound must be a positive number of pixels, got {args.bound}")
     if args.size is not None and min(args.size) < 1:
         raise ValueError(f"--size must be two positive integers, got {args.size}")
     report = flow_tree(
