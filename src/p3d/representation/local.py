@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from p3d.errors import missing_ids_error
 from p3d.fileio import atomic_write_bytes, one_line, read_p3d_safetensors
 from p3d.representation.store import LOCAL_PREFIX, _read_header, list_parts, read_meta
 
@@ -391,12 +392,7 @@ class LocalSet:
         """Positions of ``ids`` in this set; one error naming up to 5 missing ids."""
         missing = [v for v in ids if v not in self._row]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise ValueError(
-                f"{len(missing)} video id(s) of {what} have no local descriptors in {self.source} "
-                f"({len(self.ids)} videos): {shown}{more}"
-            )
+            raise missing_ids_error(missing, what, f"the local descriptors of {self.source}", len(self.ids))
         return np.array([self._row[v] for v in ids], dtype=np.int64)
 
     def subset(self, ids: Sequence[str]) -> LocalSet:
