@@ -9,6 +9,9 @@ table interleaved repetition by repetition so machine load hits them alike):
 * ``port``    P3D-63 vs the port's formulation (plain NCDHW ``nn.Conv3d``, ``nn.MaxPool3d``; see
               ``_port_formulation.py``), same weights, outputs checked equal first: forward fp32/bf16, training
               step (forward + backward + SGD) bf16.
+* ``fuse``    inference as the commands run it (:func:`p3d.engine.inference.for_inference`: BatchNorm folded into the
+              convolutions, :func:`p3d.models.fuse_for_inference`) against the eval-mode model, outputs checked
+              equal first: forward fp32/bf16.
 * ``compile`` ``torch.compile``: inference with BatchNorm folded (:func:`p3d.models.fuse_for_inference`) and a
               compiled training step, against eager.
 * ``alloc``   the forward in child processes under glibc malloc, glibc tunables, tcmalloc and jemalloc.
@@ -174,6 +177,32 @@ def section_port(args) -> None:
     )
 
 
+def section_fuse(args) -> None:
+    print(f"\n== BatchNorm folded (what test/predict/extract run) vs eval mode, P3D-63, {args.frames}x{args.size}^2")
+    torch.manual_seed(0)
+    model = create_model("p3d63").eval()
+    for m in model.modules():  # non-trivial statistics, as trained weights have
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    fused = fuse_for_inference(model)
+    x = clip(args, args.batch)
+    with torch.no_grad():
+        ref, out = model(x), fused(x)
+    err = ((ref - out).abs().max() / ref.abs().max()).item()
+    if err > 1e-4:
+        raise SystemExit(f"folded model differs from the eval model: max rel err {err:.1e}")
+    row("", "eval s", "folded s", "speed-up")
+    for bf in dtypes(args):
+        t = interleaved({"eval": forward_fn(model, x, bf), "folded": forward_fn(fused, x, bf)}, args.reps)
+        row(
+            f"inference batch {args.batch} " + ("bf16" if bf else "fp32") + f" (fp32 max rel err {err:.0e})",
+            f"{t['eval']:.3f}",
+            f"{t['folded']:.3f}",
+            f"{t['eval'] / t['folded']:.2f}x",
+        )
+
+
 def section_compile(args) -> None:
     print(f"\n== torch.compile (inductor), P3D-63, {args.frames}×{args.size}²")
     torch.manual_seed(0)
@@ -305,7 +334,7 @@ def child(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", default="2d,port,alloc", help="comma list of 2d, port, compile, alloc")
+    ap.add_argument("--sections", default="2d,port,alloc", help="comma list of 2d, port, fuse, compile, alloc")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile section (slow to compile)")
     ap.add_argument("--batch", type=int, default=4, help="forward batch (default 4)")
     ap.add_argument("--train-batch", type=int, default=2, help="training-step batch (default 2)")
@@ -331,7 +360,14 @@ def main() -> None:
         f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r} GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
     )
     for s in sections:
-        {"2d": section_2d, "port": section_port, "compile": section_compile, "alloc": section_alloc}[s](args)
+        sections_by_name = {
+            "2d": section_2d,
+            "port": section_port,
+            "fuse": section_fuse,
+            "compile": section_compile,
+            "alloc": section_alloc,
+        }
+        sections_by_name[s](args)
 
 
 if __name__ == "__main__":

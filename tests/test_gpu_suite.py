@@ -62,7 +62,8 @@ def test_formulations_are_checked_equal(tiny_run):
     # the bf16 gradient check is recorded whatever it finds (torch 2.13's CPU bf16 conv3d weight gradient on a
     # 2-frame input is broken; the CUDA run will say whether cuDNN's is)
     bf16 = [checks[c] for c in checks if "bf16" in c]
-    assert len(bf16) == 1 and bf16[0]["tol"] == 5e-2 and "worst" in bf16[0]
+    assert len(bf16) == 1 and bf16[0]["tol"] == 5e-2
+    assert "worst" in bf16[0] or bf16[0]["error"] == 0  # the worst conv is named whenever any differs
 
 
 def test_forward_covers_the_grid_with_consistent_numbers(tiny_run):

@@ -56,3 +56,12 @@ class OutputLockedError(P3DError, RuntimeError):
 class IntegrityError(P3DError, ValueError):
     """A file's content does not match the checksum recorded when it was written (flipped bits, truncation, an
     edit). The message names the file (or part) and what differs."""
+
+
+def missing_ids_error(missing: list[str], what: str, where: str, known: int, total: int | None = None) -> ValueError:
+    """The one error for video ids of ``what`` (a list file, a split) that ``where`` (``known`` videos) lacks,
+    naming at most 5 of them; ``total``: how many ids were asked for, when that helps."""
+    shown = ", ".join(repr(m) for m in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    of = f" of {total}" if total is not None else ""
+    return ValueError(f"{len(missing)}{of} video id(s) of {what} are not in {where} ({known} videos): {shown}{more}")

@@ -156,6 +156,40 @@ def check_writable(folder: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for one-line errors."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def read_p3d_safetensors(
+    path: str | os.PathLike[str], fmt: str, what: str, version: int | None = None
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """``(header, arrays)`` of a small p3d safetensors file (an encoder, a PCA) whose header says
+    ``format=fmt``; ``version``: the newest format version this p3d reads.  One-line errors naming the file and
+    ``what`` it should be (missing, unreadable, another format, a newer version)."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such {what}")
+    try:
+        with safe_open(str(p), framework="np") as f:
+            md = f.metadata() or {}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"{p}: not a readable safetensors file ({one_line(e)})") from None
+    if md.get("format") != fmt:
+        raise ValueError(f"{p}: not a p3d {what} (metadata format={md.get('format')!r})")
+    if version is not None:
+        try:
+            found = int(md.get("version", ""))
+        except ValueError:
+            raise ValueError(f"{p}: invalid {what} format version {md.get('version')!r}") from None
+        if found > version:
+            raise ValueError(f"{p}: {what} format version {found} is newer than this p3d ({version})")
+    return md, arrays
+
+
 def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
     """The text of a file the user named (a list, class index, config...): a missing file, a folder, an unreadable
     file or one that is not UTF-8 text is one line naming the path and ``what`` it should be."""

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from p3d.data.video import normalize_id
+from p3d.errors import missing_ids_error
 from p3d.fileio import read_text
 
 
@@ -163,10 +164,5 @@ def resolve_ids(known: Sequence[str], ids: Sequence[str], what: str, source: str
         else:
             missing.append(vid)
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise ValueError(
-            f"{len(missing)} of {len(ids)} video id(s) of {what} are not in {source} "
-            f"({len(known)} videos): {shown}{more}"
-        )
+        raise missing_ids_error(missing, what, source, len(known), total=len(ids))
     return out

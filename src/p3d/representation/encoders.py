@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from p3d.fileio import atomic_write_bytes
+from p3d.fileio import atomic_write_bytes, one_line, read_p3d_safetensors
 
 __all__ = [
     "LocalEncoder",
@@ -313,40 +313,19 @@ class LocalEncoder:
         return f"{type(self).__name__}({args}) [{state}]"
 
 
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def load_encoder(path: str | os.PathLike[str], device: str | None = None) -> LocalEncoder:
     """Load an encoder written by :meth:`LocalEncoder.save`; returns an instance of the right class.
 
     ``device``: where an FV-VAE runs (default: the CPU); ignored by FV and VLAD.  Raises
     ``FileNotFoundError`` / ``ValueError`` with one line naming the file and the problem.
     """
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such encoder file")
-    try:
-        with safe_open(str(path), framework="np") as f:
-            md = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"{path}: not a readable safetensors file ({_one_line(e)})") from None
-    if md.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a p3d encoder file (metadata format={md.get('format')!r})")
-    try:
-        version = int(md.get("version", ""))
-    except ValueError:
-        raise ValueError(f"{path}: invalid encoder format version {md.get('version')!r}") from None
-    if version > VERSION:
-        raise ValueError(f"{path}: encoder format version {version} is newer than this p3d ({VERSION})")
+    md, arrays = read_p3d_safetensors(path, FORMAT, "encoder file", VERSION)
     try:
         header = json.loads(md["encoder"])
         kind, config, input_dim = header["class"], dict(header["config"]), int(header["input_dim"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: invalid encoder header ({_one_line(e)})") from None
+        raise ValueError(f"{path}: invalid encoder header ({one_line(e)})") from None
     if kind not in ENCODERS:
         raise ValueError(f"{path}: unknown encoder class {kind!r}; known: {sorted(ENCODERS)}")
     cls = ENCODERS[kind]
@@ -355,7 +334,7 @@ def load_encoder(path: str | os.PathLike[str], device: str | None = None) -> Loc
     try:
         enc = cls(**config)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: invalid {kind} configuration ({_one_line(e)})") from None
+        raise ValueError(f"{path}: invalid {kind} configuration ({one_line(e)})") from None
     enc.input_dim = input_dim
     enc._set_arrays(arrays, str(path))
     enc.fitted_on = header.get("fitted_on")

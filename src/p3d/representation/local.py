@@ -47,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from p3d.fileio import atomic_write_bytes
+from p3d.errors import missing_ids_error
+from p3d.fileio import atomic_write_bytes, one_line, read_p3d_safetensors
 from p3d.representation.store import LOCAL_PREFIX, _read_header, list_parts, read_meta
 
 __all__ = [
@@ -241,31 +242,16 @@ class LocalPCA:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LocalPCA:
         """Read a file written by :meth:`save`; one-line errors naming the file."""
-        from safetensors import safe_open
-
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such local PCA file")
-        try:
-            with safe_open(str(path), framework="np") as f:
-                md = f.metadata() or {}
-                arrays = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types
-            raise ValueError(f"{path}: not a readable safetensors file ({_one_line(e)})") from None
-        if md.get("format") != PCA_FORMAT:
-            raise ValueError(f"{path}: not a p3d local PCA file (metadata format={md.get('format')!r})")
+        md, arrays = read_p3d_safetensors(path, PCA_FORMAT, "local PCA file")
         try:
             info = json.loads(md.get("pca", "{}"))
             pca = cls(arrays["mean"], arrays["components"], arrays["variance"], info)
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{path}: invalid local PCA ({_one_line(e)})") from None
+            raise ValueError(f"{path}: invalid local PCA ({one_line(e)})") from None
         if not (np.isfinite(pca.mean).all() and np.isfinite(pca.components).all()):
             raise ValueError(f"{path}: the PCA holds NaN or infinite values")
         return pca
-
-
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def load_local_pca(store: str | os.PathLike[str], spec: LocalSpec) -> LocalPCA:
@@ -406,12 +392,7 @@ class LocalSet:
         """Positions of ``ids`` in this set; one error naming up to 5 missing ids."""
         missing = [v for v in ids if v not in self._row]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise ValueError(
-                f"{len(missing)} video id(s) of {what} have no local descriptors in {self.source} "
-                f"({len(self.ids)} videos): {shown}{more}"
-            )
+            raise missing_ids_error(missing, what, f"the local descriptors of {self.source}", len(self.ids))
         return np.array([self._row[v] for v in ids], dtype=np.int64)
 
     def subset(self, ids: Sequence[str]) -> LocalSet:

@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-from p3d.errors import IntegrityError
+from p3d.errors import IntegrityError, missing_ids_error
 from p3d.fileio import OutputLock, atomic_write_bytes, tensor_digest
 
 FORMAT = "p3d-features"
@@ -175,12 +175,7 @@ class FeatureSet:
         """Row indices of ``ids``; raises naming the missing ids (at most 5 shown)."""
         missing = [i for i in ids if i not in self._row]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5])
-            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise ValueError(
-                f"{len(missing)} video id(s) of {what} are not in {self.source or 'the features'} "
-                f"({len(self.ids)} videos): {shown}{more}"
-            )
+            raise missing_ids_error(missing, what, self.source or "the features", len(self.ids))
         return np.array([self._row[i] for i in ids], dtype=np.int64)
 
     def has(self, video_id: str) -> bool:
