@@ -91,6 +91,8 @@ def test_test_reports_each_stream_and_the_fusion(chain, capsys):
 def test_stream_mistakes_are_one_line_errors(chain, capsys):
     tmp, ds, flow, rgb_run, flow_run = chain
     data = ["--dataset", "ucf101", "--data-root", str(ds)]
+    assert main(["train", "--modality", "flow", *data, "--out", str(tmp / "runs" / "wrong"), *TINY]) == 2
+    assert "an RGB video, but the model reads optical flow: compute it with `p3d flow`" in capsys.readouterr().err
     assert main(["test", str(rgb_run), *data, "--flow-weights", str(flow_run)]) == 2
     assert "give --flow-root" in capsys.readouterr().err
     assert main(["test", str(flow_run), *data, "--clips", "1", "--workers", "0", "--no-progress"]) == 2

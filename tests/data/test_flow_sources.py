@@ -245,3 +245,16 @@ def test_flow_labels_are_kept_in_class_folders(tmp_path):
     ds = ClipDataset(s, flow_unit(clip_len=4, size=8).replace(resize=(16, 16)))
     clip, label = ds[1]
     assert clip.shape == (2, 4, 8, 8) and label == 1
+
+
+def test_flow_tree_in_parallel_processes_writes_the_same_files(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for k in range(3):
+        write_video(src / f"v{k}.mp4", _moving(5, dx=k - 1, seed=k))
+    one = flow_tree(src, tmp_path / "one", params=FAST)
+    two = flow_tree(src, tmp_path / "two", params=FAST, workers=2, threads=1)
+    assert one.written == two.written == 3 and not two.failed and two.fields == 12
+    for k in range(3):
+        name = f"v{k}.flow.mkv"
+        np.testing.assert_array_equal(read_flow_file(tmp_path / "one" / name), read_flow_file(tmp_path / "two" / name))
