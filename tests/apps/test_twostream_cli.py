@@ -127,3 +127,29 @@ def test_predict_fuses_and_extract_computes_flow_from_rgb(chain, capsys):
     dim = read_features(tmp / "r.npz").video["pool5"].shape[1] + fs.video["pool5"].shape[1]  # the streams' pool5
     assert "6 videos" in out and f"layer pool5+pool5 ({dim}-d)" in out
     assert json.loads((tmp / "svm.json").read_text())["dim"] == dim
+
+
+def test_train_modality_flow_with_a_2d_imagenet_init_averages_conv1(tmp_path):
+    """`p3d train --modality flow --imagenet-2d R.pth`: the flow network's conv1 is the mean of the RGB filters."""
+    import argparse
+
+    import torch
+
+    from p3d.commands.train import add_arguments, flags_from_args
+    from p3d.engine import load_config
+    from p3d.engine.trainer import build_model
+    from tests.models.reference import ResNet2D, randomize
+
+    net = ResNet2D(layers=(1, 1, 1, 1), width=8, num_classes=5).eval()
+    randomize(net, 0)
+    torch.save(net.state_dict(), tmp_path / "r.pth")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--modality", "flow", "--imagenet-2d", str(tmp_path / "r.pth"), "--model", "p3d63",
+                         "--width", "8", "--layers", "1", "1", "1", "1"])  # fmt: skip
+    cfg = load_config(None, [], flags_from_args(args))
+    assert cfg.model.in_channels == 2
+    model = build_model(cfg, ["a", "b", "c", "d", "e"])
+    assert model.in_channels == 2 and model.input_spec.channel_order == "XY"
+    want = net.conv1.weight.mean(1, keepdim=True).expand(-1, 2, -1, -1)
+    torch.testing.assert_close(model.conv1.weight[:, :, 0], want)
