@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from p3d.data.flowjob import flow_tree
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("p3d.data.flowjob").setLevel(logging.INFO)  # progress lines when there is no progress bar
     check_positive(workers=args.workers, threads=args.threads, batch_size=args.batch_size)
     if not (args.bound > 0 and args.bound < float("inf")):
         raise ValueError(f"--bound must be a positive number of pixels, got {args.bound}")

@@ -271,11 +271,14 @@ def _collect(results, report: FlowReport, total: int, progress: bool) -> FlowRep
         from tqdm import tqdm
 
         results = tqdm(results, total=total, unit="video", desc="flow")
-    for src, n, reason in results:
+    every = max(1, total // 20)  # without a progress bar: a log line every 5 % of the videos
+    for done, (src, n, reason) in enumerate(results, 1):
         if reason is None:
             report.written += 1
             report.fields += n
         else:
             report.failed.append((src, reason))
             log.warning("no flow for %s: %s", src, reason)
+        if not progress and (done % every == 0 or done == total):
+            log.info("flow: %d/%d videos done (%d failed)", done, total, len(report.failed))
     return report
