@@ -1,9 +1,9 @@
 """``p3d demo``: P3D against the frame-level 2D ResNet on motion-only synthetic actions, in a few CPU minutes.
 
 Writes the dataset, both runs, ``report.md``, ``report.json`` and ``report.png`` to ``--out`` and prints both
-accuracies.  Unless ``--no-flow``, the optical-flow stream too: TV-L1 flow of every video, a flow P3D and a flow
-2D ResNet, and the two-stream late fusion, with each model's rotation-sense accuracy.  ``--variants`` adds P3D-A,
--B and -C (the paper's Table 1 in miniature).  Then, unless ``--no-features``, both trained RGB networks serve as
+accuracies.  Unless ``--no-flow``, the optical-flow stream too: TV-L1 flow of every video, a flow P3D and the
+two-stream late fusion, with each model's rotation-sense accuracy.  ``--variants`` adds P3D-A, -B and -C (the
+paper's Table 1 in miniature) and a flow 2D ResNet.  Then, unless ``--no-features``, both trained RGB networks serve as
 video descriptors: pool5 features of the train and test videos, a linear SVM on each, and ``tsne.png``.
 ``--timeline`` then localises the actions in long, untrimmed videos with both networks (ActivityNet mAP@tIoU,
 ``timeline_*.png``).  Interrupted demos resume from their checkpoints (and feature stores) when run again with the
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-flow",
         action="store_true",
-        help="skip the optical-flow stream (TV-L1 flow of the videos, flow P3D and 2D, two-stream fusion)",
+        help="skip the optical-flow stream (TV-L1 flow of the videos, flow P3D, two-stream fusion)",
     )
     p.add_argument(
         "--workers",
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         rot = {r["key"]: r["rotation_sense"] for r in report["results"]}
         sense = "" if rot["p3d_flow"] is None else f"; rotation sense {rot['p3d_flow']:.1%}"
         print(f"flow P3D video accuracy: {acc['p3d_flow']:.1%}{sense}")
-        print(f"flow 2D ResNet video accuracy: {acc['2d_flow']:.1%}")
+        if "2d_flow" in acc:
+            print(f"flow 2D ResNet video accuracy: {acc['2d_flow']:.1%}")
         print(f"two-stream P3D (RGB + flow) video accuracy: {acc['fusion']:.1%}")
     if report["representation"] is not None:
         svm = {r["key"]: r["svm_top1"] for r in report["representation"]["results"]}
