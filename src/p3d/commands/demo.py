@@ -1,4 +1,4 @@
-"""``p3d demo``: P3D against the frame-level 2D ResNet on motion-only synthetic actions, in a few CPU minutes.
+"""``p3d demo``: P3D against the frame-level 2D ResNet on motion-only synthetic actions (about 10 minutes on 2 cores).
 
 Writes the dataset, both runs, ``report.md``, ``report.json`` and ``report.png`` to ``--out`` and prints both
 accuracies.  Unless ``--no-flow``, the optical-flow stream too: TV-L1 flow of every video, a flow P3D and the
