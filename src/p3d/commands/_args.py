@@ -352,6 +352,22 @@ def tvl1_params(options: list[str]):
     return TVL1Params(**kw)
 
 
+def add_fusion_arguments(p: argparse.ArgumentParser, *, flow_weights_help: str, flow_root_help: str) -> None:
+    """The two-stream options of ``test`` and ``predict``: ``--flow-weights``, ``--flow-root``, ``--fusion-weights``
+    (late fusion, :mod:`p3d.engine.fusion`)."""
+    g = p.add_argument_group("two streams (late fusion)")
+    g.add_argument("--flow-weights", default=None, help=flow_weights_help)
+    g.add_argument("--flow-root", default=None, help=flow_root_help)
+    g.add_argument(
+        "--fusion-weights",
+        type=float,
+        nargs=2,
+        default=(1.0, 1.0),
+        metavar=("RGB", "FLOW"),
+        help="weights of the streams' softmax scores in the fused score (default 1 1; TSN: 1 1.5)",
+    )
+
+
 def add_flow_arguments(p: argparse.ArgumentParser, *, on_the_fly: bool = True) -> None:
     """How optical flow is computed: ``--tvl1 KEY=VALUE`` (``p3d flow`` and on-the-fly flow) and, for the commands
     that run a flow model on RGB videos, ``--flow-from-rgb``, ``--flow-bound``, ``--flow-batch``."""

@@ -22,6 +22,7 @@ import json
 
 from p3d.commands._args import (
     add_flow_arguments,
+    add_fusion_arguments,
     add_model_arguments,
     add_runtime_arguments,
     check_non_negative,
@@ -38,20 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", default=None, help="class names, one per line (default: the weights')")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--clips", type=int, default=20, help="clips per video (paper: 20)")
-    g = p.add_argument_group("two streams (late fusion)")
-    g.add_argument("--flow-weights", default=None, help="a flow model to fuse with the RGB model --weights")
-    g.add_argument(
-        "--flow-root",
-        default=None,
-        help="folder of the videos' flow (`p3d flow` output): <video stem>.flow.mkv or a <video stem>/ flow folder",
-    )
-    g.add_argument(
-        "--fusion-weights",
-        type=float,
-        nargs=2,
-        default=(1.0, 1.0),
-        metavar=("RGB", "FLOW"),
-        help="weights of the streams' softmax scores in the fused score (default 1 1)",
+    add_fusion_arguments(
+        p,
+        flow_weights_help="a flow model to fuse with the RGB model --weights",
+        flow_root_help="folder of the videos' flow (`p3d flow` output): <video stem>.flow.mkv or a <video stem>/ "
+        "flow folder",
     )
     add_flow_arguments(p)
     add_runtime_arguments(p, batch_size=8)

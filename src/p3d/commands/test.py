@@ -21,6 +21,7 @@ from pathlib import Path
 from p3d.commands._args import (
     add_data_arguments,
     add_flow_arguments,
+    add_fusion_arguments,
     add_model_arguments,
     add_runtime_arguments,
     check_non_negative,
@@ -48,26 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clips", type=int, default=20, help="clips per video (paper: 20)")
     g.add_argument("--topk", type=int, default=5, help="k of video hit@k (default 5)")
     g.add_argument("--max-videos", type=int, default=None, help="test only the first N videos")
-    g = p.add_argument_group("two streams (late fusion)")
-    g.add_argument(
-        "--flow-weights",
-        default=None,
-        help="a flow model (or its scores.npz) to fuse with the RGB model WEIGHTS: each stream and the fusion are "
-        "reported",
-    )
-    g.add_argument(
-        "--flow-root",
-        default=None,
-        help="the `p3d flow` output of --data-root: the flow model reads <video>.flow.mkv there (same list, kind, "
-        "split)",
-    )
-    g.add_argument(
-        "--fusion-weights",
-        type=float,
-        nargs=2,
-        default=(1.0, 1.0),
-        metavar=("RGB", "FLOW"),
-        help="weights of the streams' softmax scores in the fused score (default 1 1; TSN: 1 1.5)",
+    add_fusion_arguments(
+        p,
+        flow_weights_help="a flow model (or its scores.npz) to fuse with the RGB model WEIGHTS: each stream and the "
+        "fusion are reported",
+        flow_root_help="the `p3d flow` output of --data-root: the flow model reads <video>.flow.mkv there (same "
+        "list, kind, split)",
     )
     add_flow_arguments(p)
     add_runtime_arguments(p, batch_size=8)
