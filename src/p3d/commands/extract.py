@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dense and local is not None:
         raise ValueError("--local keeps local descriptors of the test clips; it does not combine with --dense")
     info = init_distributed(args.device)
+    ended = False
     try:
         model = model_from_args(args)
         apply_input_arguments(model, args)
@@ -184,8 +185,9 @@ def run(args: argparse.Namespace) -> int:
             barrier()
             if info.is_main:
                 print(f"merged {args.output} -> {merge_features(args.output, args.merge)}")
+        ended = True
     finally:
-        cleanup()
+        cleanup(sync=ended)
     return 0
 
 

@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if args.flow_root and args.flow_from_rgb:
         raise ValueError("--flow-root and --flow-from-rgb exclude each other: stored flow, or flow from the videos")
     info = init_distributed(args.device)
+    ended = False
     results = {}
     try:
         if info.is_main:
@@ -210,8 +211,9 @@ def run(args: argparse.Namespace) -> int:
             if modality2 != "flow":
                 raise ValueError(f"{args.flow_weights}: an {modality2} stream, --flow-weights takes a flow model")
             results["flow"] = second
+        ended = True
     finally:
-        cleanup()
+        cleanup(sync=ended)
     if not info.is_main:
         return 0
     streams = {}

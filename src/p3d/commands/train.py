@@ -171,13 +171,15 @@ def run(args: argparse.Namespace) -> int:
     # On --resume the run's saved settings stand, except those given again here (file, flags, --set): they apply
     # when they may change (lr, schedule, budget, validation ...) and are refused with the reason otherwise.
     trainer = Trainer(cfg, resume=args.resume, given=given_keys(args.config, args.overrides, flags))
+    ended = False
     try:
         result = trainer.fit()
+        ended = True
     except DivergenceError as e:
         print(f"p3d train: {e}", file=sys.stderr)
         return 3
     finally:
-        cleanup()
+        cleanup(sync=ended)
     if not trainer.dist.is_main:
         return 0 if result.status == "completed" else 128 + (result.signal or 15)
     if result.status == "stopped":

@@ -86,8 +86,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
 
 
-def cleanup() -> None:
+def cleanup(sync: bool = False) -> None:
+    """Leave the process group.  ``sync``: wait for every rank first (at the normal end of a run, where rank 0
+    may still be writing the final weights), so that no rank tears its connections down while another still
+    holds them; never after an error, where a rank may not arrive."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()
 
 
