@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -30,6 +29,7 @@ import time
 import numpy as np
 import torch
 
+from _common import cpu_seconds  # noqa: E402
 from p3d.data import make_synthetic_untrimmed, parse_activitynet
 from p3d.data.dense import iter_video_windows
 from p3d.data.transforms import to_model_input
@@ -38,12 +38,6 @@ from p3d.models import create_model
 from p3d.representation.dense import dense_meta, extract_dense_features
 from p3d.representation.extract import build_meta, reduce_layer
 from p3d.spec import InputSpec
-
-
-def _cpu() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -88,7 +82,7 @@ def main() -> None:
                           dense=dense_meta(spec, args.stride))  # fmt: skip
 
         def forward_pass() -> tuple[float, float]:
-            c0, t = _cpu(), time.perf_counter()
+            c0, t = cpu_seconds(children=True), time.perf_counter()
             with torch.inference_mode():
                 for i in range(0, n, args.batch_size):
                     x = torch.from_numpy(windows[i : i + args.batch_size]).to(device)
@@ -96,15 +90,15 @@ def main() -> None:
                     _ = {k: reduce_layer(v).float().cpu() for k, v in outs.items()}
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            return n / (time.perf_counter() - t), (_cpu() - c0) / n
+            return n / (time.perf_counter() - t), (cpu_seconds(children=True) - c0) / n
 
         def dense_pass(k: int) -> tuple[float, float]:
-            c0 = _cpu()
+            c0 = cpu_seconds(children=True)
             stats = extract_dense_features(model, samples, f"{tmp}/store{k}", meta, layers=args.layers,
                                            stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
                                            device=device, progress=False)  # fmt: skip
             assert stats.clips == n and stats.written == len(samples), (stats.clips, n)
-            return stats.clips_per_second, (_cpu() - c0) / n
+            return stats.clips_per_second, (cpu_seconds(children=True) - c0) / n
 
         forward_pass()  # warm-up: oneDNN primitives for this batch size
         fwd, dense, cpu_fwd, cpu_dense = [], [], [], []

@@ -16,23 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import tempfile
 import time
 
 import torch
 
+from _common import cpu_seconds  # noqa: E402
 from p3d.data import build_samples, make_synthetic_dataset
 from p3d.models import create_model
 from p3d.representation.extract import build_meta, extract_features, forward_throughput
 from p3d.spec import InputSpec
-
-
-def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the DataLoader workers)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -71,14 +64,16 @@ def main() -> None:
         extract_features(model, samples.samples[:2], f"{tmp}/warmup", meta, layers=args.layers,
                          num_clips=args.num_clips, batch_size=args.batch_size, num_workers=args.workers,
                          device=args.device, progress=False)  # fmt: skip
-        c0 = _cpu()
+        c0 = cpu_seconds(children=True)
         stats = extract_features(model, samples, f"{tmp}/feats", meta, layers=args.layers,
                                  num_clips=args.num_clips, batch_size=args.batch_size, num_workers=args.workers,
                                  device=args.device, progress=False)  # fmt: skip
-        cpu_extract = _cpu() - c0
-        c0 = _cpu()
+        cpu_extract = cpu_seconds(children=True) - c0
+        c0 = cpu_seconds(children=True)
         fwd_after = forward_throughput(model, spec, args.layers, args.batch_size, iters=iters, device=args.device)
-    cpu_forward = (_cpu() - c0) * iters / (iters + 1)  # forward_throughput runs one untimed warm-up batch
+    cpu_forward = (
+        (cpu_seconds(children=True) - c0) * iters / (iters + 1)
+    )  # forward_throughput runs one untimed warm-up batch
     pure = 0.5 * (fwd + fwd_after)  # before and after, to even out the load of a shared machine
     res = {
         "model": args.model,

@@ -40,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import cpu_seconds  # noqa: E402
+
 OLD_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
 VARIANTS = {
     "untuned": {"P3D_NO_MALLOC_TUNE": "1"},
@@ -73,12 +75,6 @@ def _faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def _cpu(children: bool = False) -> float:
-    """CPU seconds (user + system, all threads) of this process, and of its finished children if asked."""
-    who = [resource.RUSAGE_SELF] + ([resource.RUSAGE_CHILDREN] if children else [])
-    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, who))
-
-
 def _rss_mib() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -90,10 +86,10 @@ def _timed(step, reps: int, clips: int) -> tuple[list[float], list[float], list[
     step()
     rates, cpu, faults = [], [], []
     for _ in range(reps):
-        f0, c0, t0 = _faults(), _cpu(), time.perf_counter()
+        f0, c0, t0 = _faults(), cpu_seconds(), time.perf_counter()
         step()
         rates.append(clips / (time.perf_counter() - t0))
-        cpu.append((_cpu() - c0) / clips)
+        cpu.append((cpu_seconds() - c0) / clips)
         faults.append(_faults() - f0)
     return rates, cpu, faults
 
@@ -146,10 +142,10 @@ def child(args: argparse.Namespace) -> dict:
         kw = {"layers": ["pool5"], "num_clips": 4, "batch_size": 8, "num_workers": 1, "progress": False}
         with tempfile.TemporaryDirectory() as tmp:
             extract_features(model, samples.samples[:2], f"{tmp}/warmup", meta, **kw)
-            f0, c0 = _faults(), _cpu(children=True)
+            f0, c0 = _faults(), cpu_seconds(children=True)
             stats = extract_features(model, samples.samples[2:], f"{tmp}/feats", meta, **kw)
             rates, faults = [stats.clips_per_second], [_faults() - f0]
-            cpu = [(_cpu(children=True) - c0) / stats.clips]  # main process and the finished decoding worker
+            cpu = [(cpu_seconds(children=True) - c0) / stats.clips]  # main process and the finished decoding worker
     kept = _rss_mib()  # extract_features already released at its end
     malloc.release_memory()
     return {

@@ -180,6 +180,7 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["export", "p3d63", "-o", "bad/empty.txt/x.onnx"], ["bad/empty.txt"]),
     (["visualize", "--weights", "run", "--class", "0", "-o", "bad/empty.txt/v.gif"], ["bad/empty.txt"]),
     (["convert", "missing.caffemodel", "--prototxt", "bad/open.prototxt", "-o", "x.safetensors"], ["missing"]),
+    (["convert", "bad/open.prototxt", "-o", "x.safetensors"], ["bad/open.prototxt", "holds no weights", "--prototxt"]),
     (
         ["convert", "bad/garbage.safetensors", "--from", "caffe", "--prototxt", "bad/deep.prototxt", "-o", "x.st"],
         ["bad/deep.prototxt", "nested deeper than 100"],

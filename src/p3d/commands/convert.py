@@ -37,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from p3d.models.pretrained import get_pretrained_cfg, pretrained_dir, save_pretrained
 
     src = Path(args.source)
+    if src.suffix == ".prototxt":  # the description alone: the weights are in the .caffemodel beside it
+        raise ValueError(
+            f"{src}: a prototxt describes the network but holds no weights; give the .caffemodel and this file as "
+            f"--prototxt: p3d convert MODEL.caffemodel --prototxt {src} -o OUT.safetensors"
+        )
     kind = args.kind
     if kind == "auto":
         kind = "caffe" if src.suffix == ".caffemodel" else "port"
